@@ -1,0 +1,351 @@
+//! The chat application: routes, the per-connection message service, rooms.
+//!
+//! Kept apart from `main.rs` so that the integration tests run exactly this app.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tower::{ServiceBuilder, service_fn};
+use tower_ws_guard::config::Secret;
+use tower_ws_guard::{
+    Clock, ConfigError, Connection, ConnectionId, Driver, GuardConfig, GuardError, GuardErrorKind,
+    JwtAuthLayer, Message, WsRequest, WsResponse, close_code,
+};
+
+/// The development config embedded in the binary: every layer on with its defaults, the
+/// sanitizer reading the `content` field of the JSON protocol. The secret is generated at
+/// start.
+pub(crate) const DEV_CONFIG: &str = r#"
+[rate_limit.per_connection]
+messages = 30
+period = "60s"
+
+[sanitize]
+mode = "escape"
+format = "json"
+json_fields = ["/content"]
+"#;
+
+/// How many outbound messages may wait for one client before new ones are dropped for it.
+pub(crate) const OUTBOUND_QUEUE: usize = 256;
+
+/// The room everyone starts in.
+pub(crate) const LOBBY: &str = "lobby";
+
+/// Longest `ttl` `/dev/token` issues, in seconds.
+const MAX_TTL: u64 = 86_400;
+
+/// How the app is set up.
+pub(crate) struct Settings {
+    /// The guard layers' config.
+    pub(crate) guard: GuardConfig,
+    /// Whether `/dev/token` is served (the development config only).
+    pub(crate) dev_tokens: bool,
+    /// The clock of every layer and of `/dev/token` (a manual one in tests).
+    pub(crate) clock: Clock,
+}
+
+impl Settings {
+    /// The embedded development config with a fresh random secret.
+    pub(crate) fn development() -> Self {
+        let mut guard = GuardConfig::from_toml(DEV_CONFIG).expect("the embedded config is valid");
+        guard.jwt.secret = Some(Secret::new(random_secret()));
+        Self {
+            guard,
+            dev_tokens: true,
+            clock: Clock::system(),
+        }
+    }
+}
+
+fn random_secret() -> String {
+    use rand::RngExt;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One connected client.
+struct Member {
+    subject: Arc<str>,
+    outbound: mpsc::Sender<Message>,
+}
+
+/// Rooms and who is in them.
+#[derive(Default)]
+pub(crate) struct Chat {
+    members: Mutex<HashMap<ConnectionId, Member>>,
+    rooms: Mutex<HashMap<String, HashSet<ConnectionId>>>,
+    next_id: AtomicU64,
+}
+
+impl Chat {
+    fn connect(&self, id: ConnectionId, subject: Arc<str>, outbound: mpsc::Sender<Message>) {
+        lock(&self.members).insert(id, Member { subject, outbound });
+        self.join(id, LOBBY);
+    }
+
+    fn disconnect(&self, id: ConnectionId) {
+        lock(&self.members).remove(&id);
+        lock(&self.rooms).retain(|_, members| {
+            members.remove(&id);
+            !members.is_empty()
+        });
+    }
+
+    fn join(&self, id: ConnectionId, room: &str) {
+        lock(&self.rooms)
+            .entry(room.to_owned())
+            .or_default()
+            .insert(id);
+    }
+
+    fn is_member(&self, id: ConnectionId, room: &str) -> bool {
+        lock(&self.rooms)
+            .get(room)
+            .is_some_and(|members| members.contains(&id))
+    }
+
+    /// Sends `message` to every member of `room`; a member whose queue is full misses it.
+    fn broadcast(&self, room: &str, message: &Message) {
+        let targets: Vec<ConnectionId> = lock(&self.rooms)
+            .get(room)
+            .map(|members| members.iter().copied().collect())
+            .unwrap_or_default();
+        let members = lock(&self.members);
+        for id in targets {
+            if let Some(member) = members.get(&id) {
+                if member.outbound.try_send(message.clone()).is_err() {
+                    tracing::warn!(connection = %id, subject = %member.subject, "outbound queue full, message dropped");
+                }
+            }
+        }
+    }
+
+    /// Closes every connection with 1001 (server going away).
+    pub(crate) fn shutdown(&self) {
+        for member in lock(&self.members).values() {
+            let _ = member.outbound.try_send(Message::close(
+                close_code::GOING_AWAY,
+                "server shutting down",
+            ));
+        }
+    }
+
+    /// How many clients are connected.
+    pub(crate) fn connected(&self) -> usize {
+        lock(&self.members).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Clone)]
+struct AppState {
+    chat: Arc<Chat>,
+    auth: JwtAuthLayer,
+    rate_limit: tower_ws_guard::MessageRateLimitLayer,
+    sanitize: tower_ws_guard::SanitizeLayer,
+    max_message_bytes: usize,
+    dev_secret: Option<Arc<Secret>>,
+    clock: Clock,
+}
+
+/// Builds the app's router and its chat state.
+///
+/// # Errors
+/// The guard config is invalid.
+pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError> {
+    let (auth, rate_limit, sanitize) = settings.guard.layers()?;
+    let clock = settings.clock;
+    let dev_secret = match (&settings.guard.jwt.secret, settings.dev_tokens) {
+        (Some(secret), true) => Some(Arc::new(secret.clone())),
+        _ => None,
+    };
+    let chat = Arc::new(Chat::default());
+    let state = AppState {
+        chat: chat.clone(),
+        auth: auth.clone().with_clock(clock.clone()),
+        rate_limit: rate_limit.with_clock(clock.clone()),
+        sanitize,
+        max_message_bytes: settings.guard.sanitize.max_bytes,
+        dev_secret,
+        clock,
+    };
+    let mut router = Router::new()
+        .route("/ws", get(ws).route_layer(state.auth.clone()))
+        .route("/", get(page));
+    if state.dev_secret.is_some() {
+        router = router.route("/dev/token", get(dev_token));
+    }
+    Ok((router.with_state(state), chat))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    sub: Option<String>,
+    ttl: Option<u64>,
+}
+
+async fn dev_token(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
+    let Some(secret) = &state.dev_secret else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let sub = query.sub.unwrap_or_default();
+    if sub.is_empty() || sub.chars().count() > 64 || sub.chars().any(char::is_control) {
+        return bad_request("`sub` must be 1 to 64 characters without control characters");
+    }
+    let ttl = query.ttl.unwrap_or(3600);
+    if !(1..=MAX_TTL).contains(&ttl) {
+        return bad_request("`ttl` must be between 1 and 86400 seconds");
+    }
+    let now = state.clock.unix_seconds();
+    let claims = json!({ "sub": sub, "iat": now, "exp": now + ttl });
+    let key = match jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes()) {
+        Ok(key) => key,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key) {
+        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+) -> Response {
+    upgrade
+        .protocols(["bearer"])
+        .max_message_size(state.max_message_bytes)
+        .max_frame_size(state.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            let Some(identity) = connection.identity().cloned() else {
+                return; // the handshake face guarantees an identity
+            };
+            let (outbound, mut inbound) = mpsc::channel(OUTBOUND_QUEUE);
+            let id = connection.id();
+            state.chat.connect(id, identity.subject.clone(), outbound);
+            // The message stack, built once for this connection.
+            let stack = ServiceBuilder::new()
+                .layer(state.auth.clone())
+                .layer(state.rate_limit.clone())
+                .layer(state.sanitize.clone());
+            let chat = state.chat.clone();
+            let clock = state.clock.clone();
+            let service = stack.service(service_fn(move |request: WsRequest| {
+                let reply = handle(&chat, &clock, request);
+                std::future::ready(reply)
+            }));
+            Driver::new(service)
+                .outbound(futures_util::stream::poll_fn(move |cx| {
+                    inbound.poll_recv(cx)
+                }))
+                .run(socket, connection)
+                .await;
+            state.chat.disconnect(id);
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Join { room: String },
+    SendMessage { room: String, content: String },
+}
+
+fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> GuardError {
+    GuardError::new(GuardErrorKind::InvalidMessage, message)
+}
+
+fn valid_room(room: &str) -> bool {
+    (1..=32).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The app's message face: the JSON protocol of DESIGN.md.
+fn handle(chat: &Chat, clock: &Clock, request: WsRequest) -> Result<WsResponse, GuardError> {
+    let text = match request.message() {
+        Message::Text(text) => text,
+        Message::Binary(_) => return Err(invalid("binary messages are not supported")),
+        _ => return Ok(WsResponse::empty()),
+    };
+    let connection = request.connection();
+    let parsed: ClientMessage =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not a protocol message: {e}")))?;
+    match parsed {
+        ClientMessage::Join { room } => {
+            if !valid_room(&room) {
+                return Err(invalid(
+                    "room names are 1 to 32 characters of a-z, 0-9, - and _",
+                ));
+            }
+            chat.join(connection.id(), &room);
+            Ok(WsResponse::message(
+                json!({"type": "joined", "room": room}).to_string(),
+            ))
+        }
+        ClientMessage::SendMessage { room, content } => {
+            if !chat.is_member(connection.id(), &room) {
+                return Err(GuardError::new(
+                    GuardErrorKind::Forbidden,
+                    "join the room first",
+                ));
+            }
+            let from = connection
+                .identity()
+                .map(|i| i.subject.to_string())
+                .unwrap_or_default();
+            let message = json!({
+                "type": "message",
+                "id": chat.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+                "room": room,
+                "from": from,
+                "content": content,
+                "ts": u64::try_from(clock.unix_time().as_millis()).unwrap_or(u64::MAX),
+            });
+            chat.broadcast(&room, &Message::text(message.to_string()));
+            Ok(WsResponse::empty())
+        }
+    }
+}
+
+/// Waits until every client is gone, at most `timeout`.
+pub(crate) fn drained(
+    chat: Arc<Chat>,
+    timeout: Duration,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let _ = tokio::time::timeout(timeout, async {
+            while chat.connected() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    })
+}

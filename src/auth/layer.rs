@@ -1,0 +1,391 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tower_layer::Layer;
+
+use super::claims::{Claims, NoCustomClaims};
+use super::service::JwtAuth;
+use super::token::TokenSource;
+use crate::clock::Clock;
+use crate::config::{ConfigError, Secret};
+
+/// The `[jwt]` section of [`GuardConfig`](crate::GuardConfig).
+///
+/// ```toml
+/// [jwt]
+/// secret_env = "CHAT_JWT_SECRET"   # or `secret = "…"` inline (tests, development)
+/// algorithm = "HS256"
+/// issuer = "https://auth.example.com"   # optional; when set, `iss` is required
+/// audience = "chat"                     # optional; when set, `aud` is required
+/// leeway = "0s"
+/// max_token_bytes = 8192
+/// sources = ["header", "subprotocol"]
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct JwtConfig {
+    /// The HMAC secret, inline. Redacted in `Debug`.
+    pub secret: Option<Secret>,
+    /// The name of an environment variable holding the HMAC secret.
+    pub secret_env: Option<String>,
+    /// The signing algorithm (`HS256`).
+    pub algorithm: String,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 0 s).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Longest token accepted, checked before any decoding (default 8 KiB).
+    pub max_token_bytes: usize,
+    /// Where tokens are read on the handshake, in order (default header, then subprotocol).
+    pub sources: Vec<TokenSource>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_env: None,
+            algorithm: "HS256".to_owned(),
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            sources: vec![TokenSource::Header, TokenSource::Subprotocol],
+        }
+    }
+}
+
+impl JwtConfig {
+    /// A config with an inline HMAC secret and every other setting at its default.
+    #[must_use]
+    pub fn with_secret(secret: impl Into<String>) -> Self {
+        Self {
+            secret: Some(Secret::new(secret)),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the section without building a layer.
+    ///
+    /// # Errors
+    /// See [`JwtAuthLayer::from_config`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        JwtAuthLayer::<NoCustomClaims>::from_config(self).map(|_| ())
+    }
+}
+
+/// The default cap on token length.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The shortest HMAC secret accepted: as long as the SHA-256 output (RFC 7518 §3.2).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// Authenticates WebSocket connections with JWTs.
+///
+/// On the handshake (`Service<http::Request<B>>`) it takes the token from the enabled
+/// sources, verifies it, and inserts [`Claims`] and an [`Identity`](crate::Identity) into the
+/// request's extensions, or answers 401/400 per RFC 6750 without calling the inner service.
+/// On the message face (`Service<WsRequest>`) it refuses messages from connections without
+/// an identity and closes with 4401 once the token has expired.
+///
+/// # Example
+/// ```
+/// use tower_ws_guard::JwtAuthLayer;
+///
+/// let layer = JwtAuthLayer::hs256("a secret of at least thirty-two bytes!!")?
+///     .issuer("https://auth.example.com")
+///     .audience("chat");
+/// # Ok::<(), tower_ws_guard::ConfigError>(())
+/// ```
+#[must_use]
+pub struct JwtAuthLayer<C = NoCustomClaims> {
+    pub(crate) shared: Arc<Verifier>,
+    _claims: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for JwtAuthLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<C> fmt::Debug for JwtAuthLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthLayer")
+            .field("verifier", &self.shared)
+            .finish()
+    }
+}
+
+/// Everything needed to verify a token; shared by all connections.
+#[derive(Clone)]
+pub(crate) struct Verifier {
+    pub(crate) key: DecodingKey,
+    pub(crate) validation: Validation,
+    pub(crate) leeway: u64,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) sources: Vec<TokenSource>,
+    pub(crate) clock: Clock,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("key", &"[redacted]")
+            .field("algorithms", &self.validation.algorithms)
+            .field("issuer", &self.validation.iss)
+            .field("audience", &self.validation.aud)
+            .field("leeway", &self.leeway)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .field("sources", &self.sources)
+            .finish()
+    }
+}
+
+impl JwtAuthLayer<NoCustomClaims> {
+    /// A layer verifying HS256 tokens signed with `secret`, every other setting at its
+    /// default.
+    ///
+    /// # Errors
+    /// The secret is shorter than [`MIN_HMAC_SECRET_BYTES`].
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        Self::from_parts(secret.as_ref(), &JwtConfig::default())
+    }
+}
+
+impl<C> JwtAuthLayer<C> {
+    /// Builds the layer from its config section, reading the secret from the environment
+    /// when `secret_env` is set.
+    ///
+    /// # Errors
+    /// No secret, an empty or short secret, a missing environment variable, an unsupported
+    /// algorithm, no token source, or a zero token cap.
+    pub fn from_config(config: &JwtConfig) -> Result<Self, ConfigError> {
+        let secret = match (&config.secret, &config.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "jwt",
+                    "set either `secret` or `secret_env`, not both",
+                ));
+            }
+            (Some(secret), None) => secret.expose().to_owned(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                ConfigError::invalid(
+                    "jwt.secret_env",
+                    format!("environment variable `{var}` is not set or not UTF-8"),
+                )
+            })?,
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "jwt",
+                    "no key: set `secret` or `secret_env`",
+                ));
+            }
+        };
+        Self::from_parts(secret.as_bytes(), config)
+    }
+
+    fn from_parts(secret: &[u8], config: &JwtConfig) -> Result<Self, ConfigError> {
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "jwt.secret",
+                format!(
+                    "the HMAC secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (got {})",
+                    secret.len()
+                ),
+            ));
+        }
+        let algorithm = match config.algorithm.as_str() {
+            "HS256" => Algorithm::HS256,
+            other => {
+                return Err(ConfigError::invalid(
+                    "jwt.algorithm",
+                    format!("unsupported algorithm `{other}` (supported: HS256)"),
+                ));
+            }
+        };
+        if config.sources.is_empty() {
+            return Err(ConfigError::invalid(
+                "jwt.sources",
+                "at least one token source is needed",
+            ));
+        }
+        if config.max_token_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "jwt.max_token_bytes",
+                "must be above zero",
+            ));
+        }
+        let mut validation = Validation::new(algorithm);
+        // Time claims are checked by the guard itself, against its own clock, with no
+        // default leeway (jsonwebtoken's default is 60 s and treats `exp == now` as valid).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let key = DecodingKey::from_secret(secret)
+            .map_err(|e| ConfigError::invalid("jwt.secret", e.to_string()))?;
+        let mut layer = Self {
+            shared: Arc::new(Verifier {
+                key,
+                validation,
+                leeway: config.leeway.as_secs(),
+                max_token_bytes: config.max_token_bytes,
+                sources: config.sources.clone(),
+                clock: Clock::system(),
+            }),
+            _claims: PhantomData,
+        };
+        if let Some(issuer) = &config.issuer {
+            layer = layer.issuer(issuer);
+        }
+        if let Some(audience) = &config.audience {
+            layer = layer.audience(audience);
+        }
+        Ok(layer)
+    }
+
+    fn update(mut self, change: impl FnOnce(&mut Verifier)) -> Self {
+        change(Arc::make_mut(&mut self.shared));
+        self
+    }
+
+    /// Requires tokens to carry `iss` equal to `issuer`.
+    pub fn issuer(self, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        self.update(|v| {
+            v.validation.set_issuer(&[issuer]);
+            v.validation.required_spec_claims.insert("iss".to_owned());
+        })
+    }
+
+    /// Requires tokens to carry `aud` containing `audience`.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        let audience = audience.into();
+        self.update(|v| {
+            v.validation.set_audience(&[audience]);
+            v.validation.validate_aud = true;
+            v.validation.required_spec_claims.insert("aud".to_owned());
+        })
+    }
+
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds (default 0).
+    pub fn leeway(self, leeway: Duration) -> Self {
+        self.update(|v| v.leeway = leeway.as_secs())
+    }
+
+    /// Longest token accepted, checked before decoding (default 8 KiB).
+    pub fn max_token_bytes(self, max: usize) -> Self {
+        self.update(|v| v.max_token_bytes = max.max(1))
+    }
+
+    /// Where tokens are read on the handshake, in order.
+    ///
+    /// # Errors
+    /// `sources` is empty.
+    pub fn sources(self, sources: &[TokenSource]) -> Result<Self, ConfigError> {
+        if sources.is_empty() {
+            return Err(ConfigError::invalid(
+                "jwt.sources",
+                "at least one token source is needed",
+            ));
+        }
+        Ok(self.update(|v| v.sources = sources.to_vec()))
+    }
+
+    /// Reads time from `clock` instead of the system clock (tests).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        self.update(|v| v.clock = clock)
+    }
+
+    /// Deserializes the application's own claims as `C2` (see [`Claims::custom`]).
+    pub fn claims<C2: DeserializeOwned>(self) -> JwtAuthLayer<C2> {
+        JwtAuthLayer {
+            shared: self.shared,
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<S, C> Layer<S> for JwtAuthLayer<C> {
+    type Service = JwtAuth<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth::new(inner, self.shared.clone())
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    TooLarge,
+    Expired,
+    NotYetValid,
+    Invalid(&'static str),
+}
+
+impl Refusal {
+    pub(crate) fn description(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "the token is too large",
+            Self::Expired => "the token expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::Invalid(why) => why,
+        }
+    }
+}
+
+impl Verifier {
+    /// Verifies `token`: size, signature, algorithm, registered claims, then time.
+    pub(crate) fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, Refusal> {
+        if token.len() > self.max_token_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        let data = jsonwebtoken::decode::<Claims<C>>(token, &self.key, &self.validation)
+            .map_err(|error| Refusal::Invalid(describe(error.kind())))?;
+        let claims = data.claims;
+        let now = self.clock.unix_seconds();
+        if claims.exp.saturating_add(self.leeway) <= now {
+            return Err(Refusal::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(Refusal::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Whether a token expiring at `exp` has expired now.
+    pub(crate) fn expired(&self, exp: u64) -> bool {
+        exp.saturating_add(self.leeway) <= self.clock.unix_seconds()
+    }
+}
+
+fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => "the signature does not verify",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "the algorithm is not accepted",
+        K::InvalidIssuer => "the issuer is not accepted",
+        K::InvalidAudience => "the audience is not accepted",
+        K::MissingRequiredClaim(_) => "a required claim is missing",
+        K::Json(_) | K::InvalidClaimFormat(_) => "the claims are malformed or incomplete",
+        K::Base64(_) | K::Utf8(_) | K::InvalidToken => "the token is malformed",
+        _ => "the token is invalid",
+    }
+}

@@ -1,0 +1,263 @@
+//! One WebSocket connection, one inbound message, and what goes back.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use crate::message::{CloseFrame, Message};
+
+/// A process-unique connection id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a number.
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who is on the other end of a connection, as established by authentication.
+///
+/// [`JwtAuthLayer`](crate::JwtAuthLayer) puts one in the handshake request's extensions (and
+/// so in the [`Connection`]'s); [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) keys
+/// per-user state by its subject without depending on the auth module.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The subject (`sub` claim).
+    pub subject: Arc<str>,
+    /// When the credential that established this identity expires, in Unix seconds.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// An identity for `subject`.
+    #[must_use]
+    pub fn new(subject: impl Into<Arc<str>>) -> Self {
+        Self {
+            subject: subject.into(),
+            expires_at: None,
+        }
+    }
+
+    /// Sets when the credential expires (Unix seconds).
+    #[must_use]
+    pub fn expires_at(mut self, unix_seconds: u64) -> Self {
+        self.expires_at = Some(unix_seconds);
+        self
+    }
+}
+
+/// A WebSocket connection: its id, peer, the handshake's extensions and when it opened.
+///
+/// Cheap to clone (one `Arc`). Built by the integration that accepted the socket, from the
+/// upgrade request's extensions, so that what the handshake face learned (verified claims,
+/// [`Identity`], `ConnectInfo`) is visible to the message face.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: ConnectionId,
+    peer_addr: Option<SocketAddr>,
+    extensions: http::Extensions,
+    connected_at: SystemTime,
+    identity: OnceLock<Identity>,
+}
+
+impl Connection {
+    /// A connection carrying the handshake request's `extensions`.
+    ///
+    /// An [`Identity`] among the extensions becomes the connection's identity.
+    #[must_use]
+    pub fn new(peer_addr: Option<SocketAddr>, extensions: http::Extensions) -> Self {
+        let identity = OnceLock::new();
+        if let Some(found) = extensions.get::<Identity>() {
+            let _ = identity.set(found.clone());
+        }
+        Self {
+            inner: Arc::new(Inner {
+                id: ConnectionId::next(),
+                peer_addr,
+                extensions,
+                connected_at: SystemTime::now(),
+                identity,
+            }),
+        }
+    }
+
+    /// This connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnectionId {
+        self.inner.id
+    }
+
+    /// The peer's address, when the integration knew it.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    /// The handshake request's extensions.
+    #[must_use]
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.inner.extensions
+    }
+
+    /// When the connection was accepted.
+    #[must_use]
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// Who the peer is, once authenticated (at the handshake or in-band).
+    #[must_use]
+    pub fn identity(&self) -> Option<&Identity> {
+        self.inner.identity.get()
+    }
+
+    /// Records the identity established after the handshake (in-band authentication).
+    ///
+    /// # Errors
+    /// The connection already has an identity; it is returned unchanged. An identity never
+    /// changes during a connection.
+    pub fn set_identity(&self, identity: Identity) -> Result<(), Identity> {
+        self.inner.identity.set(identity)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("identity", &self.identity().map(|i| &i.subject))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One inbound message on a connection: the request of the message face.
+#[derive(Clone, Debug)]
+pub struct WsRequest {
+    message: Message,
+    connection: Connection,
+}
+
+impl WsRequest {
+    /// A request for `message` received on `connection`.
+    #[must_use]
+    pub fn new(message: Message, connection: Connection) -> Self {
+        Self {
+            message,
+            connection,
+        }
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The message, to change it (a sanitizer does).
+    pub fn message_mut(&mut self) -> &mut Message {
+        &mut self.message
+    }
+
+    /// The connection it arrived on.
+    #[must_use]
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Consumes the request and returns its message.
+    #[must_use]
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+
+    /// Consumes the request and returns its parts.
+    #[must_use]
+    pub fn into_parts(self) -> (Message, Connection) {
+        (self.message, self.connection)
+    }
+}
+
+/// What goes back for one inbound message: zero or more messages, then optionally a close.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WsResponse {
+    messages: Vec<Message>,
+    close: Option<CloseFrame>,
+}
+
+impl WsResponse {
+    /// Nothing goes back.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// One message goes back.
+    #[must_use]
+    pub fn message(message: impl Into<Message>) -> Self {
+        Self {
+            messages: vec![message.into()],
+            close: None,
+        }
+    }
+
+    /// The connection is closed with `frame` (after any messages).
+    #[must_use]
+    pub fn close(frame: CloseFrame) -> Self {
+        Self {
+            messages: Vec::new(),
+            close: Some(frame),
+        }
+    }
+
+    /// Adds a message to send.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<Message>) -> Self {
+        self.messages.push(message.into());
+        self
+    }
+
+    /// Adds a message to send.
+    pub fn push(&mut self, message: impl Into<Message>) {
+        self.messages.push(message.into());
+    }
+
+    /// The messages to send.
+    #[must_use]
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The close to send after the messages, if any.
+    #[must_use]
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.close.as_ref()
+    }
+
+    /// Consumes the response and returns its messages and close.
+    #[must_use]
+    pub fn into_parts(self) -> (Vec<Message>, Option<CloseFrame>) {
+        (self.messages, self.close)
+    }
+}

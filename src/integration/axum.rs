@@ -1,0 +1,138 @@
+//! axum: message conversions, error classification, and [`Connection`] as an extractor.
+//!
+//! ```no_run
+//! use axum::extract::ws::WebSocketUpgrade;
+//! use axum::response::Response;
+//! use axum::{Router, routing::get};
+//! use tower::{ServiceBuilder, service_fn};
+//! use tower_ws_guard::{Connection, Driver, JwtAuthLayer, MessageRateLimitLayer, SanitizeLayer};
+//! use tower_ws_guard::{WsRequest, WsResponse};
+//!
+//! # fn main() -> Result<(), tower_ws_guard::ConfigError> {
+//! let auth = JwtAuthLayer::hs256(std::env::var("JWT_SECRET").unwrap_or_default())?;
+//! let stack = ServiceBuilder::new()
+//!     .layer(auth.clone())
+//!     .layer(MessageRateLimitLayer::new(Default::default())?)
+//!     .layer(SanitizeLayer::new());
+//!
+//! let app: Router = Router::new()
+//!     .route("/ws", get(move |upgrade: WebSocketUpgrade, connection: Connection| async move {
+//!         upgrade.protocols(["bearer"]).on_upgrade(move |socket| async move {
+//!             // Built once per connection: this connection's limiter lives in it.
+//!             let echo = service_fn(|req: WsRequest| async move {
+//!                 Ok::<_, std::convert::Infallible>(WsResponse::message(req.into_message()))
+//!             });
+//!             Driver::new(stack.service(echo)).run(socket, connection).await;
+//!         })
+//!     }))
+//!     .route_layer(auth);
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::extract::ws::{self, Utf8Bytes as AxumUtf8Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use bytes::Bytes;
+use http::request::Parts;
+use tokio_tungstenite::tungstenite;
+
+use crate::connection::Connection;
+use crate::message::{CloseFrame, Message, Utf8Bytes};
+use crate::serve::{TransportError, TransportErrorKind};
+
+fn text_from_axum(text: AxumUtf8Bytes) -> Utf8Bytes {
+    let bytes = Bytes::from(text);
+    // axum's text is valid UTF-8 already; this re-check never fails.
+    Utf8Bytes::try_from(bytes.clone())
+        .unwrap_or_else(|_| Utf8Bytes::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn text_to_axum(text: Utf8Bytes) -> AxumUtf8Bytes {
+    let bytes = text.into_bytes();
+    AxumUtf8Bytes::try_from(bytes.clone())
+        .unwrap_or_else(|_| AxumUtf8Bytes::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+impl From<ws::Message> for Message {
+    fn from(message: ws::Message) -> Self {
+        match message {
+            ws::Message::Text(text) => Message::Text(text_from_axum(text)),
+            ws::Message::Binary(data) => Message::Binary(data),
+            ws::Message::Ping(data) => Message::Ping(data),
+            ws::Message::Pong(data) => Message::Pong(data),
+            ws::Message::Close(frame) => Message::Close(frame.map(|frame| CloseFrame {
+                code: frame.code,
+                reason: text_from_axum(frame.reason),
+            })),
+        }
+    }
+}
+
+impl From<Message> for ws::Message {
+    fn from(message: Message) -> Self {
+        match message {
+            Message::Text(text) => ws::Message::Text(text_to_axum(text)),
+            Message::Binary(data) => ws::Message::Binary(data),
+            Message::Ping(data) => ws::Message::Ping(data),
+            Message::Pong(data) => ws::Message::Pong(data),
+            Message::Close(frame) => ws::Message::Close(frame.map(|frame| ws::CloseFrame {
+                code: frame.code,
+                reason: text_to_axum(frame.reason),
+            })),
+        }
+    }
+}
+
+impl TransportError for axum::Error {
+    fn kind(&self) -> TransportErrorKind {
+        std::error::Error::source(self)
+            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+            .map_or(TransportErrorKind::Closed, super::tungstenite::classify)
+    }
+}
+
+/// Extracts the [`Connection`] of an upgrade request: its extensions (verified claims,
+/// [`Identity`](crate::Identity)) and the peer address from `ConnectInfo<SocketAddr>` when
+/// the server was started with `into_make_service_with_connect_info`.
+impl<S: Send + Sync> FromRequestParts<S> for Connection {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        Ok(Connection::new(peer, parts.extensions.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let messages = [
+            Message::text("hé"),
+            Message::binary(vec![1, 2, 3]),
+            Message::Ping(Bytes::from_static(b"p")),
+            Message::Pong(Bytes::from_static(b"q")),
+            Message::close(1009, "too big"),
+            Message::Close(None),
+        ];
+        for message in messages {
+            let there: ws::Message = message.clone().into();
+            assert_eq!(Message::from(there), message);
+        }
+    }
+
+    #[test]
+    fn wrapped_tungstenite_errors_are_classified() {
+        let error = axum::Error::new(tungstenite::Error::Utf8("bad".into()));
+        assert_eq!(error.kind(), TransportErrorKind::InvalidUtf8);
+        let error = axum::Error::new(std::io::Error::other("gone"));
+        assert_eq!(error.kind(), TransportErrorKind::Closed);
+    }
+}

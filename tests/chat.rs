@@ -1,0 +1,421 @@
+//! The example chat server, end to end over real loopback sockets.
+
+#[path = "../examples/chat_server/app.rs"]
+#[allow(dead_code)]
+mod app;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tower_ws_guard::config::Secret;
+use tower_ws_guard::{Clock, GuardConfig};
+
+use support::*;
+
+struct Server {
+    addr: SocketAddr,
+    chat: Arc<app::Chat>,
+    clock: Clock,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let clock = Clock::manual(SystemTime::now());
+        let mut guard = GuardConfig::from_toml(app::DEV_CONFIG).unwrap();
+        guard.jwt.secret = Some(Secret::new(SECRET));
+        let settings = app::Settings {
+            guard,
+            dev_tokens: true,
+            clock: clock.clone(),
+        };
+        let (router, chat) = app::app(settings).unwrap();
+        Self {
+            addr: serve(router).await,
+            chat,
+            clock,
+        }
+    }
+
+    fn token(&self, sub: &str, ttl: u64) -> String {
+        let now = self.clock.unix_seconds();
+        token(SECRET, &json!({"sub": sub, "iat": now, "exp": now + ttl}))
+    }
+
+    async fn join(&self, sub: &str) -> Client {
+        let bearer = format!("Bearer {}", self.token(sub, 3600));
+        let (client, response) = connect(self.addr, "/ws", &[("authorization", &bearer)])
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        client
+    }
+}
+
+fn say(content: &str) -> Value {
+    json!({"type": "send_message", "room": "lobby", "content": content})
+}
+
+#[tokio::test]
+async fn upgrade_without_a_token_is_a_plain_401() {
+    let server = Server::start().await;
+    let response = refused(server.addr, "/ws", &[]).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(server.chat.connected(), 0, "the handler must not run");
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_401_invalid_token() {
+    let server = Server::start().await;
+    let forged = token(
+        "another-secret-of-sufficient-length-00000",
+        &json!({"sub": "mallory", "exp": u64::MAX / 2}),
+    );
+    let response = refused(
+        server.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {forged}"))],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{challenge}"
+    );
+    assert!(!challenge.contains(&forged));
+    assert_eq!(server.chat.connected(), 0);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_401_and_exp_equal_to_now_is_expired() {
+    let server = Server::start().await;
+    let now = server.clock.unix_seconds();
+    let stale = token(SECRET, &json!({"sub": "alice", "exp": now}));
+    let response = refused(
+        server.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {stale}"))],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("expired"), "{challenge}");
+}
+
+#[tokio::test]
+async fn two_tokens_are_400_invalid_request() {
+    let server = Server::start().await;
+    let token = server.token("alice", 60);
+    let response = refused(
+        server.addr,
+        "/ws",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("sec-websocket-protocol", &format!("bearer, {token}")),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_request\""),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_comes_back_from_the_verified_subject() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    send_json(
+        &mut alice,
+        json!({"type": "send_message", "room": "lobby", "content": "hi", "from": "mallory"}),
+    )
+    .await;
+    for client in [&mut alice, &mut bob] {
+        let message = next_json(client).await;
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["room"], "lobby");
+        assert_eq!(
+            message["from"], "alice",
+            "from comes from the token, never the client"
+        );
+        assert_eq!(message["content"], "hi");
+        assert!(message["id"].as_u64().unwrap() >= 1);
+        assert!(message["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+}
+
+#[tokio::test]
+async fn the_subprotocol_carries_the_token_and_the_101_selects_bearer() {
+    let server = Server::start().await;
+    let token = server.token("carol", 60);
+    let (mut client, response) = connect(
+        server.addr,
+        "/ws",
+        &[("sec-websocket-protocol", &format!("bearer, {token}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+    send_json(&mut client, say("from a browser")).await;
+    assert_eq!(next_json(&mut client).await["from"], "carol");
+}
+
+#[tokio::test]
+async fn the_31st_message_in_a_minute_is_rate_limited_and_not_delivered() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    for i in 0..30 {
+        send_json(&mut alice, say(&format!("m{i}"))).await;
+        assert_eq!(next_json(&mut alice).await["content"], format!("m{i}"));
+    }
+    send_json(&mut alice, say("one too many")).await;
+    let error = next_json(&mut alice).await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "rate_limited");
+    assert_eq!(
+        error["retry_after_ms"], 2000,
+        "one message refills every 60 s / 30"
+    );
+
+    // Bob saw the 30 messages, then nothing of the 31st: the next thing he sees is m-next.
+    for i in 0..30 {
+        assert_eq!(next_json(&mut bob).await["content"], format!("m{i}"));
+    }
+    server.clock.advance(Duration::from_millis(1999));
+    send_json(&mut alice, say("still too early")).await;
+    assert_eq!(next_json(&mut alice).await["code"], "rate_limited");
+    server.clock.advance(Duration::from_millis(1));
+    send_json(&mut alice, say("next")).await;
+    assert_eq!(next_json(&mut alice).await["content"], "next");
+    assert_eq!(next_json(&mut bob).await["content"], "next");
+}
+
+#[tokio::test]
+async fn markup_arrives_escaped() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    send_json(
+        &mut alice,
+        say("<script>alert(1)</script> & 'quotes' \"too\" a<b"),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut alice).await["content"],
+        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#x27;quotes&#x27; &quot;too&quot; a&lt;b"
+    );
+}
+
+#[tokio::test]
+async fn bidi_overrides_get_an_invalid_message_error_and_the_connection_stays() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    // Sent as a JSON escape: the check runs on the decoded field.
+    alice
+        .send(Message::text(
+            r#"{"type":"send_message","room":"lobby","content":"\u202Etxt.exe"}"#,
+        ))
+        .await
+        .unwrap();
+    let error = next_json(&mut alice).await;
+    assert_eq!(error["code"], "invalid_message");
+    send_json(&mut alice, say("still here")).await;
+    assert_eq!(next_json(&mut alice).await["content"], "still here");
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_cap_closes_with_1009() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    let huge = "x".repeat(64 * 1024 + 1);
+    alice
+        .send(Message::text(say(&huge).to_string()))
+        .await
+        .unwrap();
+    let (code, _) = closed(&mut alice).await;
+    assert_eq!(code, 1009);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    let frame = Frame::message(vec![0xff, 0xfe, b'a'], OpCode::Data(Data::Text), true);
+    alice.send(Message::Frame(frame)).await.unwrap();
+    let (code, _) = closed(&mut alice).await;
+    assert_eq!(code, 1007);
+}
+
+#[tokio::test]
+async fn a_token_that_expires_on_a_live_connection_closes_it_with_4401() {
+    let server = Server::start().await;
+    let bearer = format!("Bearer {}", server.token("alice", 60));
+    let (mut alice, _) = connect(server.addr, "/ws", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    send_json(&mut alice, say("before")).await;
+    assert_eq!(next_json(&mut alice).await["content"], "before");
+    server.clock.advance(Duration::from_secs(60));
+    send_json(&mut alice, say("after")).await;
+    let (code, reason) = closed(&mut alice).await;
+    assert_eq!((code, reason.as_str()), (4401, "token expired"));
+}
+
+#[tokio::test]
+async fn protocol_errors_are_error_frames() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    alice.send(Message::text("not json")).await.unwrap();
+    assert_eq!(next_json(&mut alice).await["code"], "invalid_message");
+    send_json(
+        &mut alice,
+        json!({"type": "send_message", "room": "elsewhere", "content": "x"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut alice).await["code"], "forbidden");
+    send_json(&mut alice, json!({"type": "join", "room": "Bad Room!"})).await;
+    assert_eq!(next_json(&mut alice).await["code"], "invalid_message");
+    send_json(&mut alice, json!({"type": "join", "room": "rust"})).await;
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "joined", "room": "rust"})
+    );
+    send_json(
+        &mut alice,
+        json!({"type": "send_message", "room": "rust", "content": "in rust"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut alice).await["room"], "rust");
+}
+
+#[tokio::test]
+async fn dev_token_mints_tokens_that_connect() {
+    let server = Server::start().await;
+    let body = http_get(server.addr, "/dev/token?sub=dave&ttl=120").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let token = json["token"].as_str().unwrap();
+    let (mut client, _) = connect(
+        server.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap();
+    send_json(&mut client, say("minted")).await;
+    assert_eq!(next_json(&mut client).await["from"], "dave");
+
+    for bad in [
+        "/dev/token",
+        "/dev/token?sub=x&ttl=0",
+        "/dev/token?sub=x&ttl=86401",
+    ] {
+        let body = http_get(server.addr, bad).await;
+        assert!(body.starts_with("HTTP/1.1 400"), "{bad}: {body}");
+    }
+    let page = http_get(server.addr, "/").await;
+    assert!(page.contains("new WebSocket(url, [\"bearer\", token])"));
+}
+
+#[tokio::test]
+async fn dev_token_is_404_without_the_development_config() {
+    let mut guard = GuardConfig::from_toml(app::DEV_CONFIG).unwrap();
+    guard.jwt.secret = Some(Secret::new(SECRET));
+    let settings = app::Settings {
+        guard,
+        dev_tokens: false,
+        clock: Clock::system(),
+    };
+    let (router, _) = app::app(settings).unwrap();
+    let addr = serve(router).await;
+    assert!(
+        http_get(addr, "/dev/token?sub=x")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_refused_before_serving() {
+    for toml in [
+        "[rate_limit.per_connection]\nmessages = 0",
+        "[sanitize]\nmax_bytes = 0",
+    ] {
+        let mut guard = GuardConfig::from_toml(toml).unwrap();
+        guard.jwt.secret = Some(Secret::new(SECRET));
+        let settings = app::Settings {
+            guard,
+            dev_tokens: true,
+            clock: Clock::system(),
+        };
+        assert!(app::app(settings).is_err(), "{toml}");
+    }
+    let mut guard = GuardConfig::default();
+    guard.jwt.secret = Some(Secret::new(""));
+    let settings = app::Settings {
+        guard,
+        dev_tokens: true,
+        clock: Clock::system(),
+    };
+    let error = app::app(settings)
+        .err()
+        .expect("an empty secret must be refused");
+    assert!(error.to_string().contains("jwt.secret"), "{error}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_1001() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    wait_for(|| server.chat.connected() == 2).await;
+    server.chat.shutdown();
+    assert_eq!(closed(&mut alice).await.0, 1001);
+    assert_eq!(closed(&mut bob).await.0, 1001);
+    wait_for(|| server.chat.connected() == 0).await;
+}
+
+#[tokio::test]
+async fn a_disconnect_leaves_no_member_behind() {
+    let server = Server::start().await;
+    let alice = server.join("alice").await;
+    wait_for(|| server.chat.connected() == 1).await;
+    drop(alice);
+    wait_for(|| server.chat.connected() == 0).await;
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket: the whole response as text.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    response
+}
