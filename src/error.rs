@@ -139,17 +139,24 @@ impl GuardError {
     /// The JSON error frame: `{"type":"error","code":…,"message":…,"retry_after_ms":…}`.
     #[must_use]
     pub fn to_error_frame(&self) -> Message {
-        let mut frame = serde_json::json!({
-            "type": "error",
-            "code": self.code(),
-            "message": self.message,
-        });
-        if let Some(retry_after) = self.retry_after {
-            // Round up: a client that waits exactly this long must succeed.
-            let millis = retry_after.as_nanos().div_ceil(1_000_000);
-            frame["retry_after_ms"] = u64::try_from(millis).unwrap_or(u64::MAX).into();
+        #[derive(serde::Serialize)]
+        struct ErrorFrame<'a> {
+            r#type: &'static str,
+            code: &'static str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retry_after_ms: Option<u64>,
         }
-        Message::text(frame.to_string())
+        let frame = ErrorFrame {
+            r#type: "error",
+            code: self.code(),
+            message: &self.message,
+            // Round up: a client that waits exactly this long must succeed.
+            retry_after_ms: self.retry_after.map(|retry_after| {
+                u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+            }),
+        };
+        Message::text(serde_json::to_string(&frame).unwrap_or_default())
     }
 
     /// The close frame: the kind's close code and the message as reason (cut to fit).

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use std::time::SystemTime;
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //! use tower_ws_guard::{Clock, Connection, GuardConfig, GuardError, Identity, Message};
 //! use tower_ws_guard::{WsRequest, WsResponse};
 //!
@@ -49,11 +49,11 @@
 //! let mut service = stack.service(echo);
 //!
 //! let request = WsRequest::new(Message::text("<b>hi</b>"), connection.clone());
-//! let response = service.ready().await?.call(request).await?;
+//! let response = ServiceExt::<WsRequest>::ready(&mut service).await?.call(request).await?;
 //! assert_eq!(response.messages(), [Message::text("&lt;b&gt;hi&lt;/b&gt;")]);
 //!
 //! let request = WsRequest::new(Message::text("again"), connection);
-//! let error = service.ready().await?.call(request).await.unwrap_err();
+//! let error = ServiceExt::<WsRequest>::ready(&mut service).await?.call(request).await.unwrap_err();
 //! assert_eq!(error.downcast_ref::<GuardError>().unwrap().code(), "rate_limited");
 //! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! # }).unwrap();

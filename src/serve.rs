@@ -424,10 +424,10 @@ impl<T, S> GuardedSocket<T, S> {
                     let request = WsRequest::new(message, self.connection.clone());
                     let reply = dispatch(&mut self.service, request, &self.connection).await;
                     let step = send_reply(&mut self.socket, reply, self.close_timeout).await;
-                    if step.is_none() {
-                        if let Some(message) = self.deliver.take() {
-                            return Some(message);
-                        }
+                    if step.is_none()
+                        && let Some(message) = self.deliver.take()
+                    {
+                        return Some(message);
                     }
                     step
                 }

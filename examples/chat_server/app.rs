@@ -126,10 +126,10 @@ impl Chat {
             .unwrap_or_default();
         let members = lock(&self.members);
         for id in targets {
-            if let Some(member) = members.get(&id) {
-                if member.outbound.try_send(message.clone()).is_err() {
-                    tracing::warn!(connection = %id, subject = %member.subject, "outbound queue full, message dropped");
-                }
+            if let Some(member) = members.get(&id)
+                && member.outbound.try_send(message.clone()).is_err()
+            {
+                tracing::warn!(connection = %id, subject = %member.subject, "outbound queue full, message dropped");
             }
         }
     }

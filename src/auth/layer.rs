@@ -79,7 +79,7 @@ impl JwtConfig {
     /// # Errors
     /// See [`JwtAuthLayer::from_config`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        JwtAuthLayer::<NoCustomClaims>::from_config(self).map(|_| ())
+        JwtAuthLayer::from_config(self).map(|_| ())
     }
 }
 
@@ -163,9 +163,7 @@ impl JwtAuthLayer<NoCustomClaims> {
     pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         Self::from_parts(secret.as_ref(), &JwtConfig::default())
     }
-}
 
-impl<C> JwtAuthLayer<C> {
     /// Builds the layer from its config section, reading the secret from the environment
     /// when `secret_env` is set.
     ///
@@ -257,7 +255,9 @@ impl<C> JwtAuthLayer<C> {
         }
         Ok(layer)
     }
+}
 
+impl<C> JwtAuthLayer<C> {
     fn update(mut self, change: impl FnOnce(&mut Verifier)) -> Self {
         change(Arc::make_mut(&mut self.shared));
         self

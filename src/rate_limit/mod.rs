@@ -22,16 +22,16 @@
 //!     Ok::<_, std::convert::Infallible>(WsResponse::empty())
 //! }));
 //! let connection = Connection::new(None, Default::default());
-//! let send = |service: &mut _| {
-//!     let request = WsRequest::new(Message::text("hi"), connection.clone());
-//!     ServiceExt::<WsRequest>::oneshot(service, request)
+//! let mut send = async |text: &str| {
+//!     let request = WsRequest::new(Message::text(text), connection.clone());
+//!     ServiceExt::<WsRequest>::ready(&mut service).await?.call(request).await
 //! };
-//! assert!(send(&mut service).await.is_ok());
-//! assert!(send(&mut service).await.is_ok());
-//! assert!(send(&mut service).await.is_err()); // the burst of 2 is spent
+//! assert!(send("one").await.is_ok());
+//! assert!(send("two").await.is_ok());
+//! assert!(send("three").await.is_err()); // the burst of 2 is spent
 //! clock.advance(Duration::from_millis(500)); // one message refills every 500 ms
-//! assert!(send(&mut service).await.is_ok());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert!(send("four").await.is_ok());
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! # }).unwrap();
 //! ```
 

@@ -53,14 +53,14 @@ where
     }
 
     fn call(&mut self, request: WsRequest) -> Self::Future {
-        if request.message().is_data() {
-            if let Err(not_until) = self.limiter.check() {
-                let retry_after = not_until.wait_time_from(self.clock.now());
-                return ResponseFuture::rejected(
-                    GuardError::new(GuardErrorKind::RateLimited, "too many messages")
-                        .with_retry_after(retry_after),
-                );
-            }
+        if request.message().is_data()
+            && let Err(not_until) = self.limiter.check()
+        {
+            let retry_after = not_until.wait_time_from(self.clock.now());
+            return ResponseFuture::rejected(
+                GuardError::new(GuardErrorKind::RateLimited, "too many messages")
+                    .with_retry_after(retry_after),
+            );
         }
         ResponseFuture::inner(self.inner.call(request))
     }

@@ -31,7 +31,7 @@
 //!     response.messages(),
 //!     [Message::text("&lt;script&gt;alert(1)&lt;/script&gt;")]
 //! );
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! # }).unwrap();
 //! ```
 

@@ -99,6 +99,8 @@ pub async fn closed(client: &mut Client) -> (u16, String) {
     loop {
         match next(client).await {
             Message::Close(Some(frame)) => {
+                // Send the answer tungstenite queued, as a browser would at once.
+                let _ = client.flush().await;
                 return (u16::from(frame.code), frame.reason.to_string());
             }
             Message::Close(None) => panic!("close without a code"),
