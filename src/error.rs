@@ -27,6 +27,8 @@ pub enum GuardErrorKind {
     InvalidMessage,
     /// The message is over the size limit: code `message_too_large`, close 1009.
     MessageTooLarge,
+    /// Nothing is left of the message after sanitizing: code `empty_message`, close 1008.
+    EmptyMessage,
 }
 
 impl GuardErrorKind {
@@ -41,6 +43,7 @@ impl GuardErrorKind {
             Self::RateLimited => "rate_limited",
             Self::InvalidMessage => "invalid_message",
             Self::MessageTooLarge => "message_too_large",
+            Self::EmptyMessage => "empty_message",
         }
     }
 
@@ -52,7 +55,7 @@ impl GuardErrorKind {
             Self::Forbidden => close_code::FORBIDDEN,
             Self::AuthTimeout => close_code::AUTH_TIMEOUT,
             Self::RateLimited => close_code::RATE_LIMITED,
-            Self::InvalidMessage => close_code::POLICY_VIOLATION,
+            Self::InvalidMessage | Self::EmptyMessage => close_code::POLICY_VIOLATION,
             Self::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
         }
     }
@@ -212,6 +215,7 @@ mod tests {
             (RateLimited, 4429),
             (InvalidMessage, 1008),
             (MessageTooLarge, 1009),
+            (EmptyMessage, 1008),
         ];
         for (kind, code) in expected {
             let close = GuardError::new(kind, "x").closing().to_message();

@@ -35,12 +35,17 @@
 //! # }).unwrap();
 //! ```
 
+mod html;
+mod json;
 mod layer;
+mod sanitizer;
 mod service;
 mod text;
 
 pub use self::layer::{
-    DEFAULT_MAX_BYTES, MessageFormat, SanitizeConfig, SanitizeLayer, SanitizeMode,
+    CleanConfig, DEFAULT_MAX_BYTES, MessageFormat, SanitizeConfig, SanitizeLayer, SanitizeMode,
 };
+pub use self::sanitizer::BinaryPolicy;
 pub use self::service::Sanitize;
+pub use self::text::CharPolicy;
 pub use crate::future::ResponseFuture;

@@ -1,42 +1,78 @@
-//! Byte-level scanning and escaping of user text.
+//! Byte-level scanning, character policies and escaping of user text.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 use crate::error::{GuardError, GuardErrorKind};
 
-/// What a byte means to the scanner.
-const PLAIN: u8 = 0;
-/// One of `& < > " '`: the text needs escaping.
-const SPECIAL: u8 = 1;
+/// One of `& < > " '`.
+pub(crate) const SPECIAL: u8 = 1;
 /// A C0 control other than tab, LF and CR, or DEL.
 const CONTROL: u8 = 2;
-/// The lead byte of a character that may be forbidden (C1 controls, bidi controls).
-const SUSPECT: u8 = 3;
+/// A byte of a non-ASCII character.
+const NON_ASCII: u8 = 4;
 
 const CLASSES: [u8; 256] = {
-    let mut table = [PLAIN; 256];
+    let mut table = [0u8; 256];
     let mut b = 0;
-    while b < 0x20 {
-        table[b] = CONTROL;
+    while b < 256 {
+        table[b] = if b < 0x20 || b == 0x7f {
+            CONTROL
+        } else if b >= 0x80 {
+            NON_ASCII
+        } else {
+            0
+        };
         b += 1;
     }
-    table[b'\t' as usize] = PLAIN;
-    table[b'\n' as usize] = PLAIN;
-    table[b'\r' as usize] = PLAIN;
-    table[0x7f] = CONTROL;
+    table[b'\t' as usize] = 0;
+    table[b'\n' as usize] = 0;
+    table[b'\r' as usize] = 0;
     table[b'&' as usize] = SPECIAL;
     table[b'<' as usize] = SPECIAL;
     table[b'>' as usize] = SPECIAL;
     table[b'"' as usize] = SPECIAL;
     table[b'\'' as usize] = SPECIAL;
-    table[0xc2] = SUSPECT; // U+0080..U+00BF, among them the C1 controls
-    table[0xe2] = SUSPECT; // U+2000..U+2FFF, among them the bidi controls
     table
 };
 
-/// Which characters are refused.
+/// The union of the classes of all bytes of `text`: 0 means plain printable ASCII.
+///
+/// Branch-free, so the compiler can unroll and vectorise it: this is the fast path every
+/// clean message takes.
+pub(crate) fn classes(text: &str) -> u8 {
+    text.as_bytes()
+        .iter()
+        .fold(0u8, |acc, &byte| acc | CLASSES[usize::from(byte)])
+}
+
+/// What is done to a class of unwanted characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CharPolicy {
+    /// The message gets an `invalid_message` error.
+    Reject,
+    /// The characters are removed.
+    Strip,
+    /// The characters pass.
+    Allow,
+}
+
+/// Which characters are refused or removed, and whether text is normalised.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Checks {
-    pub(crate) control: bool,
-    pub(crate) bidi: bool,
+pub(crate) struct CharRules {
+    pub(crate) control: CharPolicy,
+    pub(crate) bidi: CharPolicy,
+    pub(crate) zero_width: CharPolicy,
+    pub(crate) nfc: bool,
+    pub(crate) max_chars: Option<usize>,
+}
+
+/// C0 (other than tab, LF, CR), DEL and C1 controls.
+fn is_control(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{7f}'
 }
 
 /// Bidi embedding, override and isolate controls (the Trojan Source set).
@@ -44,47 +80,79 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-fn is_c1_control(c: char) -> bool {
-    matches!(c, '\u{80}'..='\u{9F}')
+/// Zero-width characters that hide text; ZWJ and ZWNJ are kept, since emoji sequences and
+/// several scripts need them.
+fn is_zero_width(c: char) -> bool {
+    matches!(c, '\u{200B}' | '\u{2060}' | '\u{FEFF}')
 }
 
-/// Scans `text` once: refuses forbidden characters, and says whether it needs escaping.
-pub(crate) fn inspect(text: &str, checks: Checks) -> Result<bool, GuardError> {
-    let bytes = text.as_bytes();
-    let mut special = false;
-    for (at, &byte) in bytes.iter().enumerate() {
-        match CLASSES[usize::from(byte)] {
-            PLAIN => {}
-            SPECIAL => special = true,
-            CONTROL => {
-                if checks.control {
-                    return Err(invalid("control characters are not allowed"));
-                }
+impl CharRules {
+    fn policy(&self, c: char) -> Option<(CharPolicy, &'static str)> {
+        if is_control(c) {
+            Some((self.control, "control characters are not allowed"))
+        } else if is_bidi_control(c) {
+            Some((
+                self.bidi,
+                "bidirectional control characters are not allowed",
+            ))
+        } else if is_zero_width(c) {
+            Some((self.zero_width, "zero-width characters are not allowed"))
+        } else {
+            None
+        }
+    }
+
+    /// Applies the character rules: normalisation, length in characters, then the
+    /// control, bidi and zero-width policies. Returns the text unchanged (borrowed) when
+    /// nothing applies.
+    pub(crate) fn apply<'a>(&self, text: &'a str, classes: u8) -> Result<Cow<'a, str>, GuardError> {
+        let mut text = Cow::Borrowed(text);
+        if classes & NON_ASCII != 0 && self.nfc && is_nfc_quick(text.chars()) != IsNormalized::Yes {
+            text = Cow::Owned(text.nfc().collect());
+        }
+        if let Some(max) = self.max_chars {
+            // Plain ASCII has as many characters as bytes.
+            let count = if classes & NON_ASCII == 0 {
+                text.len()
+            } else {
+                text.chars().count()
+            };
+            if count > max {
+                return Err(GuardError::new(
+                    GuardErrorKind::MessageTooLarge,
+                    format!("message over {max} characters"),
+                ));
             }
-            _ => {
-                // `at` is a lead byte, so a char boundary.
-                let c = text.get(at..).and_then(|rest| rest.chars().next());
-                if let Some(c) = c {
-                    if checks.control && is_c1_control(c) {
-                        return Err(invalid("control characters are not allowed"));
+        }
+        if classes & (CONTROL | NON_ASCII) == 0 {
+            return Ok(text);
+        }
+        let mut strip = false;
+        for c in text.chars() {
+            if let Some((policy, why)) = self.policy(c) {
+                match policy {
+                    CharPolicy::Reject => {
+                        return Err(GuardError::new(GuardErrorKind::InvalidMessage, why));
                     }
-                    if checks.bidi && is_bidi_control(c) {
-                        return Err(invalid("bidirectional control characters are not allowed"));
-                    }
+                    CharPolicy::Strip => strip = true,
+                    CharPolicy::Allow => {}
                 }
             }
         }
+        if strip {
+            let kept = text
+                .chars()
+                .filter(|&c| !matches!(self.policy(c), Some((CharPolicy::Strip, _))))
+                .collect();
+            text = Cow::Owned(kept);
+        }
+        Ok(text)
     }
-    Ok(special)
-}
-
-fn invalid(why: &'static str) -> GuardError {
-    GuardError::new(GuardErrorKind::InvalidMessage, why)
 }
 
 /// Escapes `& < > " '` as HTML entities, each exactly once; everything else is kept.
-pub(crate) fn escape_into(text: &str, out: &mut String) {
-    out.reserve(text.len() + text.len() / 8);
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8 + 8);
     let mut start = 0;
     for (at, byte) in text.bytes().enumerate() {
         let entity = match byte {
@@ -100,12 +168,6 @@ pub(crate) fn escape_into(text: &str, out: &mut String) {
         start = at + 1;
     }
     out.push_str(&text[start..]);
-}
-
-/// [`escape_into`] a new string.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::new();
-    escape_into(text, &mut out);
     out
 }
 
@@ -113,10 +175,17 @@ pub(crate) fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: Checks = Checks {
-        control: true,
-        bidi: true,
+    const STRICT: CharRules = CharRules {
+        control: CharPolicy::Reject,
+        bidi: CharPolicy::Reject,
+        zero_width: CharPolicy::Reject,
+        nfc: false,
+        max_chars: None,
     };
+
+    fn apply(rules: CharRules, text: &str) -> Result<Cow<'_, str>, GuardError> {
+        rules.apply(text, classes(text))
+    }
 
     #[test]
     fn escapes_each_special_exactly_once() {
@@ -130,37 +199,93 @@ mod tests {
     }
 
     #[test]
-    fn clean_text_needs_nothing() {
-        assert!(!inspect("hello, world — ça va? 你好 👩‍👩‍👧", ALL).unwrap());
-        assert!(!inspect("tabs\tand\nnew lines\r\n", ALL).unwrap());
-        assert!(inspect("1 < 2", ALL).unwrap());
+    fn plain_ascii_is_class_zero() {
+        assert_eq!(classes("hello, world! 1+1=2 (ok) [yes] {no} #tag @you"), 0);
+        assert_eq!(classes("tabs\tand\nnew lines\r\n"), 0);
+        assert_eq!(classes("1 < 2"), SPECIAL);
+        assert_eq!(classes("ça"), NON_ASCII);
+        assert_eq!(classes("a\u{7}"), CONTROL);
     }
 
     #[test]
-    fn refuses_controls_and_bidi_overrides() {
-        for text in ["a\u{0}b", "bell\u{7}", "del\u{7f}", "c1\u{85}", "c1\u{9f}"] {
-            let error = inspect(text, ALL).unwrap_err();
-            assert_eq!(error.code(), "invalid_message", "{text:?}");
+    fn clean_text_is_borrowed() {
+        for text in [
+            "hello",
+            "ça va? 你好 👩\u{200D}👩\u{200D}👧",
+            "שלום\u{200F} hi \u{200E}",
+        ] {
+            assert!(
+                matches!(apply(STRICT, text).unwrap(), Cow::Borrowed(_)),
+                "{text}"
+            );
         }
-        for text in ["\u{202E}txt.exe", "a\u{2066}b", "\u{202A}"] {
+    }
+
+    #[test]
+    fn refuses_controls_bidi_and_zero_width() {
+        let cases = [
+            "a\u{0}b",
+            "bell\u{7}",
+            "del\u{7f}",
+            "c1\u{85}",
+            "c1\u{9f}",
+            "\u{202E}txt.exe",
+            "a\u{2066}b",
+            "\u{202A}",
+            "zero\u{200B}width",
+            "word\u{2060}joiner",
+            "\u{FEFF}bom",
+        ];
+        for text in cases {
             assert_eq!(
-                inspect(text, ALL).unwrap_err().code(),
+                apply(STRICT, text).unwrap_err().code(),
                 "invalid_message",
                 "{text:?}"
             );
         }
-        // Marks are not controls: RTL text keeps them.
-        assert!(inspect("שלום\u{200F} hi \u{200E}", ALL).is_ok());
-        // Nearby characters sharing the lead bytes pass.
-        assert!(inspect("\u{a0}\u{a9}\u{2014}\u{2026}\u{20ac}", ALL).is_ok());
+        // Nearby characters sharing lead bytes pass; ZWJ and ZWNJ are kept.
+        assert!(
+            apply(
+                STRICT,
+                "\u{a0}\u{a9}\u{2014}\u{2026}\u{20ac}\u{200C}\u{200D}"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
-    fn checks_can_be_turned_off() {
-        let none = Checks {
-            control: false,
-            bidi: false,
+    fn strip_removes_only_what_it_names() {
+        let rules = CharRules {
+            zero_width: CharPolicy::Strip,
+            control: CharPolicy::Strip,
+            ..STRICT
         };
-        assert!(inspect("a\u{0}\u{202E}\u{85}", none).is_ok());
+        assert_eq!(
+            apply(rules, "a\u{200B}b\u{7}c\u{200D}d").unwrap(),
+            "abc\u{200D}d"
+        );
+        assert_eq!(
+            apply(rules, "\u{202E}x").unwrap_err().code(),
+            "invalid_message"
+        );
+    }
+
+    #[test]
+    fn nfc_runs_before_counting_characters() {
+        let rules = CharRules {
+            nfc: true,
+            max_chars: Some(1),
+            ..STRICT
+        };
+        // "e" + combining acute is two characters, one once composed.
+        assert_eq!(apply(rules, "e\u{301}").unwrap(), "\u{e9}");
+        let no_nfc = CharRules {
+            nfc: false,
+            ..rules
+        };
+        assert_eq!(
+            apply(no_nfc, "e\u{301}").unwrap_err().code(),
+            "message_too_large"
+        );
     }
 }

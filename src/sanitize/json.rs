@@ -1,0 +1,113 @@
+//! The `json` format: only the configured string fields are user text.
+
+use serde_json::Value;
+
+use super::sanitizer::Sanitizer;
+use crate::error::{GuardError, GuardErrorKind};
+
+/// Where the user text is in a JSON message.
+#[derive(Clone, Debug)]
+pub(crate) enum Fields {
+    /// The string values at these JSON Pointers.
+    Pointers(Vec<String>),
+    /// Every string value (not object keys).
+    AllStrings,
+}
+
+fn invalid(message: &'static str) -> GuardError {
+    GuardError::new(GuardErrorKind::InvalidMessage, message)
+}
+
+/// The nesting depth of a JSON text, counted without parsing it (strings skipped).
+fn depth_exceeds(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Sanitizes the user-text fields of a JSON message; `None` when nothing changed.
+pub(crate) fn sanitize(
+    text: &str,
+    sanitizer: &Sanitizer,
+    fields: &Fields,
+    max_depth: usize,
+) -> Result<Option<String>, GuardError> {
+    if depth_exceeds(text, max_depth) {
+        return Err(invalid("the JSON message is nested too deeply"));
+    }
+    let mut document: Value =
+        serde_json::from_str(text).map_err(|_| invalid("the message is not valid JSON"))?;
+    let mut changed = false;
+    let mut visit = |field: &mut String| -> Result<(), GuardError> {
+        if let Some(clean) = sanitizer.text(field)? {
+            *field = clean;
+            changed = true;
+        }
+        Ok(())
+    };
+    match fields {
+        Fields::Pointers(pointers) => {
+            for pointer in pointers {
+                match document.pointer_mut(pointer) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(field)) => visit(field)?,
+                    Some(_) => {
+                        return Err(GuardError::new(
+                            GuardErrorKind::InvalidMessage,
+                            format!("`{pointer}` must be a string"),
+                        ));
+                    }
+                }
+            }
+        }
+        Fields::AllStrings => walk(&mut document, &mut visit)?,
+    }
+    Ok(changed.then(|| document.to_string()))
+}
+
+fn walk(
+    value: &mut Value,
+    visit: &mut impl FnMut(&mut String) -> Result<(), GuardError>,
+) -> Result<(), GuardError> {
+    match value {
+        Value::String(text) => visit(text),
+        Value::Array(items) => items.iter_mut().try_for_each(|item| walk(item, visit)),
+        Value::Object(map) => map.values_mut().try_for_each(|item| walk(item, visit)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert!(!depth_exceeds(r#"{"a":[1,{"b":"[[[[[[["}]}"#, 3));
+        assert!(depth_exceeds(r#"[[[[1]]]]"#, 3));
+        assert!(!depth_exceeds(r#"["\"[[[[["]"#, 1));
+    }
+}
