@@ -72,12 +72,20 @@ impl GuardConfig {
     {
         let mut table: toml::Table =
             toml::from_str(toml).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        let mut applied = Vec::new();
         for (key, value) in vars {
             if let Some(path) = key.as_ref().strip_prefix(ENV_PREFIX) {
                 apply_override(&mut table, path, value.as_ref())?;
+                applied.push(key.as_ref().to_owned());
             }
         }
-        GuardConfig::deserialize(table).map_err(|e| ConfigError::Parse(e.message().to_owned()))
+        GuardConfig::deserialize(table).map_err(|e| {
+            let mut message = e.message().to_owned();
+            if !applied.is_empty() {
+                message.push_str(&format!(" (environment overrides: {})", applied.join(", ")));
+            }
+            ConfigError::Parse(message)
+        })
     }
 
     /// Reads a TOML file and applies the process's `WS_GUARD__…` environment overrides.
@@ -269,6 +277,18 @@ mod tests {
         );
         assert_eq!(config.jwt.secret.as_ref().map(Secret::expose), Some(SECRET));
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_override_is_named_in_the_error() {
+        let vars = [("WS_GUARD__RATE_LIMIT__PER_CONNECTION__MESSAGES", "lots")];
+        let error = GuardConfig::from_toml_with_env("", vars)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("WS_GUARD__RATE_LIMIT__PER_CONNECTION__MESSAGES"),
+            "{error}"
+        );
     }
 
     #[test]

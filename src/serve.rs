@@ -45,8 +45,11 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum TransportErrorKind {
     /// A message exceeded the transport's size limit: the driver closes with 1009.
     MessageTooLarge,
-    /// A text message was not valid UTF-8: the driver closes with 1007.
+    /// A text message (or a close reason) was not valid UTF-8: the driver closes with 1007.
     InvalidUtf8,
+    /// The peer broke the WebSocket protocol (a bad close frame, a stray continuation
+    /// frame, …): the driver closes with 1002.
+    Protocol,
     /// The connection is already closed or broken: the driver stops.
     Closed,
 }
@@ -198,7 +201,11 @@ where
             )),
             TransportErrorKind::InvalidUtf8 => End::Close(CloseFrame::new(
                 close_code::INVALID_PAYLOAD,
-                "invalid UTF-8 in a text message",
+                "invalid UTF-8",
+            )),
+            TransportErrorKind::Protocol => End::Close(CloseFrame::new(
+                close_code::PROTOCOL_ERROR,
+                "protocol error",
             )),
             TransportErrorKind::Closed => End::Dropped(Some(Box::new(error))),
         }),

@@ -388,6 +388,28 @@ async fn shutdown_closes_every_socket_with_1001() {
 }
 
 #[tokio::test]
+async fn the_shutdown_close_overtakes_a_full_queue() {
+    use futures_util::StreamExt;
+    let chat = app::Chat::default();
+    let (queue, inbound) = tokio::sync::mpsc::channel(app::OUTBOUND_QUEUE);
+    for i in 0..app::OUTBOUND_QUEUE {
+        queue
+            .try_send(tower_ws_guard::Message::text(format!("queued {i}")))
+            .unwrap();
+    }
+    let mut outbound = chat.outbound(inbound);
+    assert_eq!(
+        outbound.next().await,
+        Some(tower_ws_guard::Message::text("queued 0"))
+    );
+    chat.shutdown();
+    assert_eq!(
+        outbound.next().await,
+        Some(tower_ws_guard::Message::close(1001, "server shutting down"))
+    );
+}
+
+#[tokio::test]
 async fn a_disconnect_leaves_no_member_behind() {
     let server = Server::start().await;
     let alice = server.join("alice").await;

@@ -319,6 +319,26 @@ async fn a_message_over_the_transport_limit_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn protocol_violations_close_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (addr, _) = server(1 << 16, |socket, connection| {
+        Driver::new(echo()).run(socket, connection)
+    })
+    .await;
+    let stray_continuation = Frame::message(b"x".to_vec(), OpCode::Data(Data::Continue), true);
+    let mut client = client(addr).await;
+    client
+        .send(TsMessage::Frame(stray_continuation))
+        .await
+        .unwrap();
+    assert_eq!(
+        closed(&mut client).await,
+        (1002, "protocol error".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn a_connection_without_identity_is_closed_with_4401_and_never_reaches_the_service() {
     let reached = Arc::new(AtomicUsize::new(0));
     let counter = reached.clone();
@@ -478,6 +498,9 @@ mod handshake {
             call(&[("sec-websocket-protocol", &format!("bearer, {token}"))]).await;
         assert_eq!(calls, 1);
         assert_eq!(response.headers()["sec-websocket-protocol"], "bearer");
+        // A client that spells it otherwise gets its own spelling back, as RFC 6455 wants.
+        let (response, _) = call(&[("sec-websocket-protocol", &format!("Bearer, {token}"))]).await;
+        assert_eq!(response.headers()["sec-websocket-protocol"], "Bearer");
     }
 
     #[tokio::test]

@@ -438,6 +438,18 @@ mod json {
                 "{bad}"
             );
         }
+        // Duplicate keys are refused: which one a consumer reads depends on its parser.
+        for duplicate in [
+            r#"{"content":"\u202e","content":"ok"}"#,
+            r#"{"content":"ok","content":"<b>"}"#,
+            r#"{"a":{"x":1,"x":2},"content":"ok"}"#,
+        ] {
+            assert_eq!(
+                text(&config, duplicate).await.unwrap_err(),
+                "invalid_message",
+                "{duplicate}"
+            );
+        }
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(text(&config, &deep).await.unwrap_err(), "invalid_message");
         let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
@@ -531,5 +543,28 @@ fn the_judge_flags_the_raw_vectors() {
             &clean.url_schemes
         )
         .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_readme_table_of_modes_is_true() {
+    let input = "<b>hi</b> a<b &copy;";
+    assert_eq!(
+        text(&config(SanitizeMode::Escape), input).await.unwrap(),
+        "&lt;b&gt;hi&lt;/b&gt; a&lt;b &amp;copy;"
+    );
+    assert_eq!(
+        text(&config(SanitizeMode::Clean), input).await.unwrap(),
+        "<b>hi</b> a&lt;b &amp;copy;"
+    );
+    assert_eq!(
+        text(&config(SanitizeMode::Strip), input).await.unwrap(),
+        "hi a&lt;b &amp;copy;"
+    );
+    assert_eq!(
+        text(&config(SanitizeMode::Reject), input)
+            .await
+            .unwrap_err(),
+        "invalid_message"
     );
 }

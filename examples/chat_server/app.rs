@@ -9,15 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::stream::{self, PollNext, Stream};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tower::{ServiceBuilder, service_fn};
 use tower_ws_guard::config::Secret;
 use tower_ws_guard::{
@@ -81,19 +83,39 @@ fn random_secret() -> String {
 struct Member {
     subject: Arc<str>,
     outbound: mpsc::Sender<Message>,
+    /// Broadcasts this client missed because its queue was full.
+    dropped: AtomicU64,
 }
 
 /// Rooms and who is in them.
-#[derive(Default)]
 pub(crate) struct Chat {
     members: Mutex<HashMap<ConnectionId, Member>>,
     rooms: Mutex<HashMap<String, HashSet<ConnectionId>>>,
     next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Self {
+            members: Mutex::default(),
+            rooms: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            shutdown: watch::channel(false).0,
+        }
+    }
 }
 
 impl Chat {
     fn connect(&self, id: ConnectionId, subject: Arc<str>, outbound: mpsc::Sender<Message>) {
-        lock(&self.members).insert(id, Member { subject, outbound });
+        lock(&self.members).insert(
+            id,
+            Member {
+                subject,
+                outbound,
+                dropped: AtomicU64::new(0),
+            },
+        );
         self.join(id, LOBBY);
     }
 
@@ -129,19 +151,34 @@ impl Chat {
             if let Some(member) = members.get(&id)
                 && member.outbound.try_send(message.clone()).is_err()
             {
-                tracing::warn!(connection = %id, subject = %member.subject, "outbound queue full, message dropped");
+                // Bounded memory per client: a client that does not keep up misses
+                // broadcasts (logged at 1, 2, 4, 8 … misses, not once per message).
+                let missed = member.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if missed.is_power_of_two() {
+                    tracing::warn!(connection = %id, subject = %member.subject, missed, "outbound queue full, broadcasts dropped");
+                }
             }
         }
     }
 
-    /// Closes every connection with 1001 (server going away).
+    /// Closes every connection with 1001 (server going away), ahead of anything still
+    /// queued for it.
     pub(crate) fn shutdown(&self) {
-        for member in lock(&self.members).values() {
-            let _ = member.outbound.try_send(Message::close(
-                close_code::GOING_AWAY,
-                "server shutting down",
-            ));
-        }
+        self.shutdown.send_replace(true);
+    }
+
+    /// A client's outbound traffic: the shutdown close first, then its queue.
+    pub(crate) fn outbound(
+        &self,
+        mut queue: mpsc::Receiver<Message>,
+    ) -> impl Stream<Item = Message> + Unpin + use<> {
+        let mut shutdown = self.shutdown.subscribe();
+        let close = stream::once(async move {
+            let _ = shutdown.wait_for(|down| *down).await;
+            Message::close(close_code::GOING_AWAY, "server shutting down")
+        });
+        let queue = stream::poll_fn(move |cx| queue.poll_recv(cx));
+        stream::select_with_strategy(Box::pin(close), queue, |_: &mut ()| PollNext::Left)
     }
 
     /// How many clients are connected.
@@ -205,13 +242,28 @@ struct TokenQuery {
     ttl: Option<u64>,
 }
 
-async fn dev_token(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
+/// Characters a display name may not hold: controls, bidi controls (they reorder the
+/// text around the name) and invisible zero-width characters.
+fn unfit_for_a_name(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}' | '\u{2060}' | '\u{FEFF}')
+}
+
+async fn dev_token(
+    State(state): State<AppState>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Response {
     let Some(secret) = &state.dev_secret else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let Ok(Query(query)) = query else {
+        return bad_request("`sub` must be a name and `ttl` a whole number of seconds");
+    };
     let sub = query.sub.unwrap_or_default();
-    if sub.is_empty() || sub.chars().count() > 64 || sub.chars().any(char::is_control) {
-        return bad_request("`sub` must be 1 to 64 characters without control characters");
+    if sub.trim().is_empty() || sub.chars().count() > 64 || sub.chars().any(unfit_for_a_name) {
+        return bad_request(
+            "`sub` must be 1 to 64 characters, not blank, without control, bidi or zero-width characters",
+        );
     }
     let ttl = query.ttl.unwrap_or(3600);
     if !(1..=MAX_TTL).contains(&ttl) {
@@ -246,7 +298,7 @@ async fn ws(
             let Some(identity) = connection.identity().cloned() else {
                 return; // the handshake face guarantees an identity
             };
-            let (outbound, mut inbound) = mpsc::channel(OUTBOUND_QUEUE);
+            let (outbound, inbound) = mpsc::channel(OUTBOUND_QUEUE);
             let id = connection.id();
             state.chat.connect(id, identity.subject.clone(), outbound);
             // The message stack, built once for this connection.
@@ -261,9 +313,7 @@ async fn ws(
                 std::future::ready(reply)
             }));
             Driver::new(service)
-                .outbound(futures_util::stream::poll_fn(move |cx| {
-                    inbound.poll_recv(cx)
-                }))
+                .outbound(state.chat.outbound(inbound))
                 .run(socket, connection)
                 .await;
             state.chat.disconnect(id);

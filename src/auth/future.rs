@@ -23,8 +23,8 @@ pin_project! {
             #[pin]
             future: F,
             // Set when the token came in `Sec-WebSocket-Protocol`: the 101 must select
-            // `bearer`, never the token.
-            token: Option<String>,
+            // `bearer` as the client spelled it, never the token.
+            bearer: Option<(String, String)>,
         },
         Rejected { response: Option<Response<B>> },
     }
@@ -41,16 +41,16 @@ impl<F, B> HandshakeFuture<F, B> {
         Self {
             kind: Kind::Inner {
                 future,
-                token: None,
+                bearer: None,
             },
         }
     }
 
-    pub(crate) fn select_bearer(future: F, token: String) -> Self {
+    pub(crate) fn select_bearer(future: F, protocol: String, token: String) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
-                token: Some(token),
+                bearer: Some((protocol, token)),
             },
         }
     }
@@ -72,10 +72,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future, token } => {
+            KindProj::Inner { future, bearer } => {
                 let mut response = std::task::ready!(future.poll(cx))?;
-                if let Some(token) = token.take() {
-                    select_bearer(&mut response, &token);
+                if let Some((protocol, token)) = bearer.take() {
+                    select_bearer(&mut response, &protocol, &token);
                 }
                 Poll::Ready(Ok(response))
             }
@@ -87,20 +87,23 @@ where
     }
 }
 
-/// On a 101, makes `bearer` the selected subprotocol unless the handler chose another
-/// protocol the client offered; the token itself is never echoed.
-fn select_bearer<B>(response: &mut Response<B>, token: &str) {
+/// On a 101, makes `bearer` (spelled as the client offered it) the selected subprotocol
+/// unless the handler chose another protocol the client offered; the token itself is
+/// never echoed.
+fn select_bearer<B>(response: &mut Response<B>, protocol: &str, token: &str) {
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     let headers = response.headers_mut();
-    let keep = headers
-        .get(SEC_WEBSOCKET_PROTOCOL)
-        .is_some_and(|selected| selected.as_bytes() != token.as_bytes());
+    let keep = headers.get(SEC_WEBSOCKET_PROTOCOL).is_some_and(|selected| {
+        selected.as_bytes() != token.as_bytes()
+            && !selected
+                .as_bytes()
+                .eq_ignore_ascii_case(BEARER_PROTOCOL.as_bytes())
+    });
     if !keep {
-        headers.insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(BEARER_PROTOCOL),
-        );
+        let value = HeaderValue::from_str(protocol)
+            .unwrap_or_else(|_| HeaderValue::from_static(BEARER_PROTOCOL));
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
     }
 }

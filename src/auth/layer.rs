@@ -355,8 +355,11 @@ impl Verifier {
             return Err(Refusal::TooLarge);
         }
         let data = jsonwebtoken::decode::<Claims<C>>(token, &self.key, &self.validation)
-            .map_err(|error| Refusal::Invalid(describe(error.kind())))?;
+            .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
         let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(Refusal::Invalid("the subject is empty"));
+        }
         let now = self.clock.unix_seconds();
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(Refusal::Expired);
@@ -376,15 +379,20 @@ impl Verifier {
     }
 }
 
-fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+/// A description for a refused token. Only on this error path is the header decoded a
+/// second time, to tell a bad header (`alg: none`, an unknown algorithm) from bad claims.
+fn describe(token: &str, kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
+        K::Json(_) | K::Base64(_) | K::Utf8(_) if jsonwebtoken::decode_header(token).is_err() => {
+            "the header is malformed or names an algorithm that is not accepted"
+        }
+        K::Json(_) | K::InvalidClaimFormat(_) => "the claims are malformed or lack `sub` or `exp`",
         K::InvalidSignature => "the signature does not verify",
         K::InvalidAlgorithm | K::InvalidAlgorithmName => "the algorithm is not accepted",
         K::InvalidIssuer => "the issuer is not accepted",
         K::InvalidAudience => "the audience is not accepted",
         K::MissingRequiredClaim(_) => "a required claim is missing",
-        K::Json(_) | K::InvalidClaimFormat(_) => "the claims are malformed or incomplete",
         K::Base64(_) | K::Utf8(_) | K::InvalidToken => "the token is malformed",
         _ => "the token is invalid",
     }

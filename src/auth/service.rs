@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::future::HandshakeFuture;
 use super::layer::{Refusal, Verifier};
-use super::token::{self, ExtractError, TokenSource};
+use super::token::{self, ExtractError};
 use crate::connection::{Identity, WsRequest, WsResponse};
 use crate::error::{BoxError, GuardError, GuardErrorKind};
 use crate::future::ResponseFuture;
@@ -80,8 +80,9 @@ where
                 ));
             }
         };
-        let source = found.source;
-        let token = found.token.to_owned();
+        let selected = found
+            .protocol
+            .map(|protocol| (protocol.to_owned(), found.token.to_owned()));
         match self.verifier.verify::<C>(found.token) {
             Ok(claims) => {
                 let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
@@ -89,9 +90,11 @@ where
                 extensions.insert(identity);
                 extensions.insert(claims);
                 let future = self.inner.call(request);
-                match source {
-                    TokenSource::Subprotocol => HandshakeFuture::select_bearer(future, token),
-                    _ => HandshakeFuture::inner(future),
+                match selected {
+                    Some((protocol, token)) => {
+                        HandshakeFuture::select_bearer(future, protocol, token)
+                    }
+                    None => HandshakeFuture::inner(future),
                 }
             }
             Err(refusal) => HandshakeFuture::rejected(challenge(Some(&refusal))),

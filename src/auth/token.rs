@@ -22,6 +22,9 @@ pub enum TokenSource {
 pub(crate) struct Found<'a> {
     pub(crate) token: &'a str,
     pub(crate) source: TokenSource,
+    /// With the subprotocol source: the `bearer` item exactly as the client spelled it,
+    /// which is what the 101 must select.
+    pub(crate) protocol: Option<&'a str>,
 }
 
 /// Why no usable token could be taken from the request.
@@ -41,14 +44,20 @@ pub(crate) fn extract<'a>(
     let mut found: Option<Found<'a>> = None;
     for &source in sources {
         let token = match source {
-            TokenSource::Header => from_authorization(headers)?,
-            TokenSource::Subprotocol => from_subprotocol(headers)?,
+            TokenSource::Header => from_authorization(headers)?.map(|token| (token, None)),
+            TokenSource::Subprotocol => {
+                from_subprotocol(headers)?.map(|(protocol, token)| (token, Some(protocol)))
+            }
         };
-        if let Some(token) = token {
+        if let Some((token, protocol)) = token {
             if found.is_some() {
                 return Err(ExtractError::Ambiguous);
             }
-            found = Some(Found { token, source });
+            found = Some(Found {
+                token,
+                source,
+                protocol,
+            });
         }
     }
     Ok(found)
@@ -79,7 +88,8 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError>
     Ok(Some(token))
 }
 
-fn from_subprotocol(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
+/// The `bearer` item as spelled and the token after it.
+fn from_subprotocol(headers: &HeaderMap) -> Result<Option<(&str, &str)>, ExtractError> {
     let mut items = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -95,7 +105,7 @@ fn from_subprotocol(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
                 .ok_or(ExtractError::Malformed(
                     "the bearer subprotocol must be followed by a token",
                 ))?;
-            if token.replace(next).is_some() {
+            if token.replace((item, next)).is_some() {
                 return Err(ExtractError::Ambiguous);
             }
         }
@@ -135,7 +145,8 @@ mod tests {
             found,
             Found {
                 token: "a.b.c",
-                source: TokenSource::Header
+                source: TokenSource::Header,
+                protocol: None,
             }
         );
     }
@@ -159,13 +170,15 @@ mod tests {
 
     #[test]
     fn finds_the_token_after_the_bearer_subprotocol() {
-        let h = headers(&[(SEC_WEBSOCKET_PROTOCOL, "chat, bearer, x.y.z")]);
+        let h = headers(&[(SEC_WEBSOCKET_PROTOCOL, "chat, Bearer, x.y.z")]);
         let found = extract(&h, BOTH).unwrap().unwrap();
+        assert_eq!(found.protocol, Some("Bearer"), "the client's own spelling");
         assert_eq!(
             found,
             Found {
                 token: "x.y.z",
-                source: TokenSource::Subprotocol
+                source: TokenSource::Subprotocol,
+                protocol: Some("Bearer"),
             }
         );
         let split = headers(&[

@@ -1,7 +1,7 @@
 //! tokio-tungstenite: message conversions and error classification.
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as TsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self as ts, Utf8Bytes as TsUtf8Bytes};
@@ -60,6 +60,10 @@ pub(crate) fn classify(error: &ts::Error) -> TransportErrorKind {
             TransportErrorKind::MessageTooLarge
         }
         ts::Error::Utf8(_) => TransportErrorKind::InvalidUtf8,
+        ts::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            TransportErrorKind::Closed
+        }
+        ts::Error::Protocol(_) => TransportErrorKind::Protocol,
         _ => TransportErrorKind::Closed,
     }
 }

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use super::text::{CharRules, classes};
 use crate::error::{GuardError, GuardErrorKind};
 
 /// Elements that never have content.
@@ -138,60 +139,100 @@ impl Html {
         }
     }
 
-    /// Cleans `text`: pre-pass, then ammonia.
-    pub(crate) fn run(&self, text: &str) -> Result<String, GuardError> {
+    /// Cleans `text`: pre-pass, character rules on what references decoded to, ammonia,
+    /// then the sentinels back to entities.
+    pub(crate) fn run(&self, text: &str, rules: &CharRules) -> Result<String, GuardError> {
         let prepared = self.prepare(text)?;
-        Ok(self.builder.clean(&prepared).to_string())
+        let checked = if prepared.decoded {
+            rules.apply(&prepared.text, classes(&prepared.text))?
+        } else {
+            Cow::Borrowed(prepared.text.as_str())
+        };
+        if prepared.tags == 0 {
+            // No markup for ammonia to judge: serialize the text as it would, in linear
+            // time whatever the input (html5ever is slow on runs of `<` or references).
+            return Ok(serialize_text(&checked));
+        }
+        let cleaned = self.builder.clean(&checked).to_string();
+        if !prepared.sentinels {
+            return Ok(cleaned);
+        }
+        Ok(restore_sentinels(&cleaned))
     }
 
     /// The pre-pass (see the module docs).
-    pub(crate) fn prepare<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, GuardError> {
+    pub(crate) fn prepare(&self, text: &str) -> Result<Prepared, GuardError> {
+        if text.contains([LT, AMP]) {
+            return Err(invalid(
+                "noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned(),
+            ));
+        }
         let bytes = text.as_bytes();
-        let mut out: Option<String> = None;
-        let mut copied = 0; // bytes of `text` already accounted for in `out`
-        let mut open: Vec<&str> = Vec::new();
-        let mut at = 0;
-        let escape = |out: &mut Option<String>, copied: &mut usize, at: usize, entity: &str| {
-            let buffer = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
-            buffer.push_str(&text[*copied..at]);
-            buffer.push_str(entity);
-            *copied = at + 1;
+        let mut out = Prepared {
+            text: String::with_capacity(text.len() + 16),
+            decoded: false,
+            sentinels: false,
+            tags: 0,
         };
+        let mut open: Vec<&str> = Vec::new();
+        let mut copied = 0; // bytes of `text` already in `out`
+        let mut at = 0;
+        // Inside a tag that ammonia will see, up to this index.
+        let mut tag_end = 0;
+        let mut raw_references = 0;
         while at < bytes.len() {
             match bytes[at] {
                 b'&' => {
-                    if !char_reference_at(bytes, at) {
-                        escape(&mut out, &mut copied, at, "&amp;");
+                    let reference = decode_reference(bytes, at);
+                    if at < tag_end && matches!(reference, Some(('"' | '\'' | '>', _))) {
+                        // Decoded, it would end an attribute value or the tag: html5ever
+                        // decodes it in place instead (counted, since that path is slow).
+                        raw_references += 1;
+                        if raw_references > MAX_RAW_REFERENCES {
+                            return Err(invalid(
+                                "too many character references in tags".to_owned(),
+                            ));
+                        }
+                        at += 1;
+                        continue;
                     }
-                    at += 1;
+                    out.text.push_str(&text[copied..at]);
+                    let (c, len) = reference.unwrap_or(('&', 1));
+                    if c == LT || c == AMP {
+                        return Err(invalid(
+                            "noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned(),
+                        ));
+                    }
+                    out.decoded |= len > 1;
+                    match c {
+                        '<' => out.text.push(LT),
+                        '&' => out.text.push(AMP),
+                        c => out.text.push(c),
+                    }
+                    out.sentinels |= matches!(c, '<' | '&');
+                    at += len;
+                    copied = at;
                 }
-                b'<' => match self.tag_at(text, at)? {
+                b'<' if at >= tag_end => match self.tag_at(text, at)? {
                     Some(tag) => {
                         self.track(&mut open, &tag)?;
-                        // `&` inside the tag gets the same treatment as in text.
+                        out.tags += 1;
+                        tag_end = tag.end;
                         at += 1;
-                        while at < tag.end {
-                            if bytes[at] == b'&' && !char_reference_at(bytes, at) {
-                                escape(&mut out, &mut copied, at, "&amp;");
-                            }
-                            at += 1;
-                        }
                     }
                     None => {
-                        escape(&mut out, &mut copied, at, "&lt;");
+                        out.text.push_str(&text[copied..at]);
+                        out.text.push(LT);
+                        out.sentinels = true;
                         at += 1;
+                        copied = at;
                     }
                 },
                 _ => at += 1,
             }
         }
-        Ok(match out {
-            None => Cow::Borrowed(text),
-            Some(mut buffer) => {
-                buffer.push_str(&text[copied..]);
-                Cow::Owned(buffer)
-            }
-        })
+        out.text.push_str(&text[copied..]);
+        Ok(out)
     }
 
     /// Keeps the pre-pass's idea of the open elements, to cap nesting.
@@ -335,18 +376,97 @@ fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.')
 }
 
-/// Whether a complete character reference (`&name;`, `&#123;`, `&#x1F600;`) starts at
-/// `at`.
-fn char_reference_at(bytes: &[u8], at: usize) -> bool {
-    let rest = &bytes[at + 1..bytes.len().min(at + 34)];
-    let (digits, body): (fn(&u8) -> bool, &[u8]) = match rest {
-        [b'#', b'x' | b'X', body @ ..] => (u8::is_ascii_hexdigit, body),
-        [b'#', body @ ..] => (u8::is_ascii_digit, body),
-        [first, ..] if first.is_ascii_alphabetic() => (u8::is_ascii_alphanumeric, rest),
-        _ => return false,
+/// The sentinel standing for a `<` that is text: a noncharacter, so no real text holds it,
+/// and html5ever passes it through untouched (character references are ~100x slower).
+const LT: char = '\u{FDD0}';
+/// The sentinel standing for a `&` that is text.
+const AMP: char = '\u{FDD1}';
+
+/// Character references left for html5ever to decode inside tags, at most.
+const MAX_RAW_REFERENCES: usize = 256;
+
+/// The pre-pass's output.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) text: String,
+    /// A character reference was decoded: the character rules must see the result.
+    pub(crate) decoded: bool,
+    /// Sentinels are in the text and must become entities again.
+    pub(crate) sentinels: bool,
+    /// How many tags were left for ammonia.
+    pub(crate) tags: usize,
+}
+
+/// Writes text as html5ever's serializer writes a text node (`&`, `<`, `>` and U+00A0
+/// escaped, CR LF and CR as LF, NUL dropped), with the sentinels as `&lt;` and `&amp;`.
+fn serialize_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8 + 8);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            LT | '<' => out.push_str("&lt;"),
+            AMP | '&' => out.push_str("&amp;"),
+            '>' => out.push_str("&gt;"),
+            '\u{a0}' => out.push_str("&nbsp;"),
+            '\0' => {}
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                out.push('\n');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Replaces the sentinels in ammonia's output with `&lt;` and `&amp;`.
+fn restore_sentinels(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() + 16);
+    for c in html.chars() {
+        match c {
+            LT => out.push_str("&lt;"),
+            AMP => out.push_str("&amp;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Decodes a complete character reference at `at`: numeric (`&#60;`, `&#x3c;`) or one of
+/// `&amp; &lt; &gt; &quot; &apos; &nbsp;`. Any other `&` is text.
+fn decode_reference(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    let rest = &bytes[at + 1..bytes.len().min(at + 12)];
+    let end = rest.iter().position(|&b| b == b';')?;
+    let body = &rest[..end];
+    let len = end + 2;
+    let c = match body {
+        b"amp" => '&',
+        b"lt" => '<',
+        b"gt" => '>',
+        b"quot" => '"',
+        b"apos" => '\'',
+        b"nbsp" => '\u{a0}',
+        [b'#', b'x' | b'X', hex @ ..]
+            if !hex.is_empty() && hex.iter().all(u8::is_ascii_hexdigit) =>
+        {
+            numeric(std::str::from_utf8(hex).ok()?, 16)
+        }
+        [b'#', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            numeric(std::str::from_utf8(digits).ok()?, 10)
+        }
+        _ => return None,
     };
-    let len = body.iter().take_while(|b| digits(b)).count();
-    len > 0 && body.get(len) == Some(&b';')
+    Some((c, len))
+}
+
+/// A numeric reference's character; what HTML maps to U+FFFD (0, surrogates, beyond
+/// Unicode) becomes U+FFFD.
+fn numeric(digits: &str, radix: u32) -> char {
+    u32::from_str_radix(digits, radix)
+        .ok()
+        .filter(|&n| n != 0)
+        .and_then(char::from_u32)
+        .unwrap_or('\u{FFFD}')
 }
 
 /// Whether `text` contains anything an HTML parser would treat as markup: a `<` followed
@@ -365,12 +485,26 @@ pub(crate) fn has_markup(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    const RULES: CharRules = CharRules {
+        control: super::super::text::CharPolicy::Reject,
+        bidi: super::super::text::CharPolicy::Reject,
+        zero_width: super::super::text::CharPolicy::Reject,
+        nfc: false,
+        max_chars: None,
+    };
+
+    impl Html {
+        fn run_default(&self, text: &str) -> Result<String, GuardError> {
+            self.run(text, &RULES)
+        }
+    }
+
     fn chat_allowlist() -> Html {
         let tags: Vec<String> = ["a", "b", "i", "em", "strong", "code", "br", "p"]
             .map(String::from)
             .to_vec();
         let mut tag_attributes = HashMap::new();
-        tag_attributes.insert("a".to_owned(), vec!["href".to_owned()]);
+        tag_attributes.insert("a".to_owned(), vec!["href".to_owned(), "title".to_owned()]);
         Html::clean(
             &Allowlist {
                 tags: &tags,
@@ -398,7 +532,7 @@ mod tests {
             ("if (a<b && c>d) {}", "if (a&lt;b &amp;&amp; c&gt;d) {}"),
         ];
         for (input, expected) in cases {
-            assert_eq!(html.run(input).unwrap(), expected, "{input}");
+            assert_eq!(html.run_default(input).unwrap(), expected, "{input}");
         }
     }
 
@@ -406,38 +540,58 @@ mod tests {
     fn allowlisted_markup_stays_and_the_rest_is_shown_as_text() {
         let html = chat_allowlist();
         assert_eq!(
-            html.run("<b>bold</b> and <i>it</i>").unwrap(),
+            html.run_default("<b>bold</b> and <i>it</i>").unwrap(),
             "<b>bold</b> and <i>it</i>"
         );
         assert_eq!(
-            html.run(r#"<a href="https://x.test/?a=1&currency=2">x</a>"#)
+            html.run_default(r#"<a href="https://x.test/?a=1&currency=2">x</a>"#)
                 .unwrap(),
             r#"<a href="https://x.test/?a=1&amp;currency=2" rel="noopener noreferrer">x</a>"#
         );
         assert_eq!(
-            html.run(r#"<a href="javascript:alert(1)">x</a>"#).unwrap(),
+            html.run_default(r#"<a href="javascript:alert(1)">x</a>"#)
+                .unwrap(),
             r#"<a rel="noopener noreferrer">x</a>"#
         );
         assert_eq!(
-            html.run("<script>alert(1)</script>").unwrap(),
+            html.run_default("<script>alert(1)</script>").unwrap(),
             "&lt;script&gt;alert(1)&lt;/script&gt;"
         );
-        assert_eq!(html.run("<b onclick=alert(1)>x</b>").unwrap(), "<b>x</b>");
+        assert_eq!(
+            html.run_default("<b onclick=alert(1)>x</b>").unwrap(),
+            "<b>x</b>"
+        );
     }
 
     #[test]
     fn caps_refuse_deep_nesting_and_attribute_floods() {
         let html = chat_allowlist();
-        assert!(html.run(&"<b>".repeat(8)).is_ok());
+        assert!(html.run_default(&"<b>".repeat(8)).is_ok());
         assert_eq!(
-            html.run(&"<b>".repeat(9)).unwrap_err().code(),
+            html.run_default(&"<b>".repeat(9)).unwrap_err().code(),
             "invalid_message"
         );
         // Unmatched end tags do not pop: the parser would keep nesting.
-        assert!(html.run(&"<b></i>".repeat(9)).is_err());
-        assert!(html.run(&"<b></b>".repeat(100)).is_ok());
-        assert!(html.run("<b a b c d>x</b>").is_ok());
-        assert!(html.run("<b a b c d e>x</b>").is_err());
+        assert!(html.run_default(&"<b></i>".repeat(9)).is_err());
+        assert!(html.run_default(&"<b></b>".repeat(100)).is_ok());
+        assert!(html.run_default("<b a b c d>x</b>").is_ok());
+        assert!(html.run_default("<b a b c d e>x</b>").is_err());
+    }
+
+    #[test]
+    fn text_without_tags_skips_ammonia_with_the_same_result() {
+        let html = chat_allowlist();
+        for text in [
+            "a < b & c > d \u{a0} x\r\ny\rz",
+            "&lt;&amp;&gt;",
+            "<<<&&&",
+            "x",
+        ] {
+            let prepared = html.prepare(text).unwrap();
+            assert_eq!(prepared.tags, 0);
+            let via_ammonia = restore_sentinels(&html.builder.clean(&prepared.text).to_string());
+            assert_eq!(html.run_default(text).unwrap(), via_ammonia, "{text:?}");
+        }
     }
 
     #[test]
@@ -458,12 +612,62 @@ mod tests {
 
     #[test]
     fn character_references() {
-        for yes in ["&amp;", "&lt;", "&#60;", "&#x3c;", "&Aacute;"] {
-            assert!(char_reference_at(yes.as_bytes(), 0), "{yes}");
+        let cases = [
+            ("&amp;", '&'),
+            ("&lt;", '<'),
+            ("&#60;", '<'),
+            ("&#x3c;", '<'),
+            ("&#X3C;", '<'),
+            ("&nbsp;", '\u{a0}'),
+            ("&#0;", '\u{FFFD}'),
+            ("&#xD800;", '\u{FFFD}'),
+            ("&#x110000;", '\u{FFFD}'),
+        ];
+        for (input, c) in cases {
+            assert_eq!(
+                decode_reference(input.as_bytes(), 0),
+                Some((c, input.len())),
+                "{input}"
+            );
         }
-        for no in ["&", "& ", "&amp", "&#;", "&#x;", "&currency=", "&#12a;"] {
-            assert!(!char_reference_at(no.as_bytes(), 0), "{no}");
+        for no in [
+            "&",
+            "& ",
+            "&amp",
+            "&#;",
+            "&#x;",
+            "&currency=",
+            "&#12a;",
+            "&copy;",
+        ] {
+            assert_eq!(decode_reference(no.as_bytes(), 0), None, "{no}");
         }
+    }
+
+    #[test]
+    fn references_decode_before_the_character_rules() {
+        let html = chat_allowlist();
+        assert_eq!(
+            html.run_default("&#x202E;txt").unwrap_err().code(),
+            "invalid_message"
+        );
+        assert_eq!(
+            html.run_default("&#xFDD0;").unwrap_err().code(),
+            "invalid_message"
+        );
+        assert_eq!(
+            html.run_default("\u{FDD1}").unwrap_err().code(),
+            "invalid_message"
+        );
+        assert_eq!(
+            html.run_default("&lt;b&gt; &#38; &copy;").unwrap(),
+            "&lt;b&gt; &amp; &amp;copy;"
+        );
+        assert_eq!(
+            html.run_default(r#"<a title="say &quot;hi&quot;" href="https://x.test/">x</a>"#)
+                .unwrap(),
+            r#"<a title="say &quot;hi&quot;" href="https://x.test/" rel="noopener noreferrer">x</a>"#
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `json` format: only the configured string fields are user text.
 
-use serde_json::Value;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use super::sanitizer::Sanitizer;
 use crate::error::{GuardError, GuardErrorKind};
@@ -58,8 +61,13 @@ pub(crate) fn sanitize(
     if depth_exceeds(text, max_depth) {
         return Err(invalid("the JSON message is nested too deeply"));
     }
-    let mut document: Value =
-        serde_json::from_str(text).map_err(|_| invalid("the message is not valid JSON"))?;
+    let Strict(mut document) = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().starts_with(DUPLICATE) {
+            invalid("the JSON message has a duplicate key")
+        } else {
+            invalid("the message is not valid JSON")
+        }
+    })?;
     let mut changed = false;
     let mut visit = |field: &mut String| -> Result<(), GuardError> {
         if let Some(clean) = sanitizer.text(field)? {
@@ -86,6 +94,77 @@ pub(crate) fn sanitize(
         Fields::AllStrings => walk(&mut document, &mut visit)?,
     }
     Ok(changed.then(|| document.to_string()))
+}
+
+const DUPLICATE: &str = "duplicate key";
+
+/// A JSON value parsed with duplicate keys refused: with them, which value a consumer sees
+/// depends on its parser (serde_json keeps the last, others the first), so a sanitizer
+/// that checked one could pass the other on unchecked.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(DUPLICATE));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 fn walk(

@@ -59,7 +59,9 @@ impl Sanitizer {
         };
         let result: Cow<'_, str> = match &self.mode {
             Mode::Escape if marked => Cow::Owned(escape(&checked)),
-            Mode::Html(html) if marked || has_nbsp(&checked) => Cow::Owned(html.run(&checked)?),
+            Mode::Html(html) if marked || has_nbsp(&checked) => {
+                Cow::Owned(html.run(&checked, &self.rules)?)
+            }
             Mode::Reject if has_markup(&checked) => {
                 return Err(GuardError::new(
                     GuardErrorKind::InvalidMessage,

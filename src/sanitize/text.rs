@@ -150,25 +150,43 @@ impl CharRules {
     }
 }
 
+/// What each byte becomes when escaped, padded to 8 bytes, and how long it really is.
+const ESCAPED: [([u8; 8], u8); 256] = {
+    let mut table = [([0u8; 8], 1u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b].0[0] = b as u8;
+        b += 1;
+    }
+    table[b'&' as usize] = (*b"&amp;\0\0\0", 5);
+    table[b'<' as usize] = (*b"&lt;\0\0\0\0", 4);
+    table[b'>' as usize] = (*b"&gt;\0\0\0\0", 4);
+    table[b'"' as usize] = (*b"&quot;\0\0", 6);
+    table[b'\'' as usize] = (*b"&#x27;\0\0", 6);
+    table
+};
+
 /// Escapes `& < > " '` as HTML entities, each exactly once; everything else is kept.
 pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8 + 8);
-    let mut start = 0;
-    for (at, byte) in text.bytes().enumerate() {
-        let entity = match byte {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'"' => "&quot;",
-            b'\'' => "&#x27;",
-            _ => continue,
-        };
-        out.push_str(&text[start..at]);
-        out.push_str(entity);
-        start = at + 1;
+    let bytes = text.as_bytes();
+    let total: usize = bytes
+        .iter()
+        .map(|&b| usize::from(ESCAPED[usize::from(b)].1))
+        .sum();
+    // Every byte writes a fixed 8-byte block (one store) and advances by its real length;
+    // the slack at the end is cut off.
+    let mut out = vec![0u8; total + 8];
+    let mut at = 0;
+    for &byte in bytes {
+        let (block, len) = &ESCAPED[usize::from(byte)];
+        if let Some(slot) = out.get_mut(at..at + 8) {
+            slot.copy_from_slice(block);
+        }
+        at += usize::from(*len);
     }
-    out.push_str(&text[start..]);
-    out
+    out.truncate(total);
+    // Only ASCII bytes were replaced, by ASCII: the output is as valid UTF-8 as the input.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
