@@ -105,6 +105,7 @@ fn sanitize(c: &mut Criterion) {
     let size = 64 * 1024;
     group.throughput(Throughput::Bytes(size as u64));
     let benign = request(&clean_text(size));
+    let benign_markup = request(&markup.repeat(size / markup.len() + 1)[..size].to_owned());
     let nesting = request(&("<b>".repeat(size / 3)));
     let ampersands = request(&"&".repeat(size));
     let attributes = request(&format!("<b {}>x</b>", "a=1 ".repeat((size - 10) / 4)));
@@ -120,7 +121,8 @@ fn sanitize(c: &mut Criterion) {
             .unwrap()
             .layer(service_fn(bare));
     for (name, request) in [
-        ("benign", &benign),
+        ("benign plain text", &benign),
+        ("benign chat markup", &benign_markup),
         ("deep nesting", &nesting),
         ("run of &", &ampersands),
         ("thousands of attributes", &attributes),

@@ -169,7 +169,9 @@ impl Html {
         }
         let bytes = text.as_bytes();
         let mut out = Prepared {
-            text: String::with_capacity(text.len() + 16),
+            // A sentinel is three bytes where `<` or `&` was one: room for the worst case
+            // up front, rather than reallocating on hostile input.
+            text: String::with_capacity(text.len() * 3),
             decoded: false,
             sentinels: false,
             tags: 0,
@@ -400,23 +402,38 @@ pub(crate) struct Prepared {
 /// Writes text as html5ever's serializer writes a text node (`&`, `<`, `>` and U+00A0
 /// escaped, CR LF and CR as LF, NUL dropped), with the sentinels as `&lt;` and `&amp;`.
 fn serialize_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8 + 8);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            LT | '<' => out.push_str("&lt;"),
-            AMP | '&' => out.push_str("&amp;"),
-            '>' => out.push_str("&gt;"),
-            '\u{a0}' => out.push_str("&nbsp;"),
-            '\0' => {}
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                out.push('\n');
+    let bytes = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() * 2);
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        let next = bytes.get(at + 1).copied();
+        match byte {
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            0 => {}
+            b'\r' => {
+                out.push(b'\n');
+                if next == Some(b'\n') {
+                    at += 1;
+                }
             }
-            c => out.push(c),
+            0xC2 if next == Some(0xA0) => {
+                out.extend_from_slice(b"&nbsp;");
+                at += 1;
+            }
+            // The sentinels U+FDD0 and U+FDD1 are EF B7 90 and EF B7 91.
+            0xEF if next == Some(0xB7) && matches!(bytes.get(at + 2), Some(0x90 | 0x91)) => {
+                let lt = bytes.get(at + 2) == Some(&0x90);
+                out.extend_from_slice(if lt { b"&lt;" } else { b"&amp;" });
+                at += 2;
+            }
+            _ => out.push(byte),
         }
+        at += 1;
     }
-    out
+    // Whole characters were copied or replaced by ASCII: still valid UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Replaces the sentinels in ammonia's output with `&lt;` and `&amp;`.
@@ -435,6 +452,12 @@ fn restore_sentinels(html: &str) -> String {
 /// Decodes a complete character reference at `at`: numeric (`&#60;`, `&#x3c;`) or one of
 /// `&amp; &lt; &gt; &quot; &apos; &nbsp;`. Any other `&` is text.
 fn decode_reference(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    if !bytes
+        .get(at + 1)
+        .is_some_and(|b| *b == b'#' || b.is_ascii_alphabetic())
+    {
+        return None;
+    }
     let rest = &bytes[at + 1..bytes.len().min(at + 12)];
     let end = rest.iter().position(|&b| b == b';')?;
     let body = &rest[..end];

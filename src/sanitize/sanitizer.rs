@@ -6,7 +6,7 @@ use super::html::{Html, has_markup};
 use super::json::{self, Fields};
 use super::text::{CharRules, SPECIAL, classes, escape};
 use crate::error::{GuardError, GuardErrorKind};
-use crate::message::Message;
+use crate::message::{Message, Utf8Bytes};
 
 /// The mode, ready to run.
 #[derive(Debug)]
@@ -88,9 +88,8 @@ impl Sanitizer {
 
     /// Sanitizes a message in place; a message needing no change is left as it is.
     pub(crate) fn message(&self, message: &mut Message) -> Result<(), GuardError> {
-        let text = match message {
-            Message::Text(text) => text.clone(),
-            Message::Binary(data) => match self.binary {
+        if let Message::Binary(data) = message {
+            match self.binary {
                 BinaryPolicy::Pass => return Ok(()),
                 BinaryPolicy::Reject => {
                     return Err(GuardError::new(
@@ -102,24 +101,25 @@ impl Sanitizer {
                     if data.len() > self.max_bytes {
                         return Err(self.too_large());
                     }
-                    let text = crate::message::Utf8Bytes::try_from(data.clone()).map_err(|_| {
+                    let text = Utf8Bytes::try_from(data.clone()).map_err(|_| {
                         GuardError::new(
                             GuardErrorKind::InvalidMessage,
                             "binary message is not UTF-8",
                         )
                     })?;
-                    *message = Message::Text(text.clone());
-                    text
+                    *message = Message::Text(text);
                 }
-            },
-            _ => return Ok(()),
+            }
+        }
+        let Message::Text(text) = message else {
+            return Ok(());
         };
         if text.len() > self.max_bytes {
             return Err(self.too_large());
         }
         let replacement = match &self.format {
-            Format::Text => self.text(&text)?,
-            Format::Json { fields, max_depth } => json::sanitize(&text, self, fields, *max_depth)?,
+            Format::Text => self.text(text)?,
+            Format::Json { fields, max_depth } => json::sanitize(text, self, fields, *max_depth)?,
         };
         if let Some(replacement) = replacement {
             *message = Message::text(replacement);

@@ -14,38 +14,20 @@ const CONTROL: u8 = 2;
 /// A byte of a non-ASCII character.
 const NON_ASCII: u8 = 4;
 
-const CLASSES: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = if b < 0x20 || b == 0x7f {
-            CONTROL
-        } else if b >= 0x80 {
-            NON_ASCII
-        } else {
-            0
-        };
-        b += 1;
-    }
-    table[b'\t' as usize] = 0;
-    table[b'\n' as usize] = 0;
-    table[b'\r' as usize] = 0;
-    table[b'&' as usize] = SPECIAL;
-    table[b'<' as usize] = SPECIAL;
-    table[b'>' as usize] = SPECIAL;
-    table[b'"' as usize] = SPECIAL;
-    table[b'\'' as usize] = SPECIAL;
-    table
-};
-
 /// The union of the classes of all bytes of `text`: 0 means plain printable ASCII.
 ///
 /// Branch-free, so the compiler can unroll and vectorise it: this is the fast path every
 /// clean message takes.
 pub(crate) fn classes(text: &str) -> u8 {
-    text.as_bytes()
-        .iter()
-        .fold(0u8, |acc, &byte| acc | CLASSES[usize::from(byte)])
+    // Comparisons OR-ed into accumulators, with no early exit, so that the compiler can
+    // vectorise the loop (a table lookup per byte cannot be).
+    let (mut special, mut control, mut non_ascii) = (false, false, false);
+    for &b in text.as_bytes() {
+        special |= (b == b'&') | (b == b'<') | (b == b'>') | (b == b'"') | (b == b'\'');
+        control |= ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0x7f);
+        non_ascii |= b >= 0x80;
+    }
+    u8::from(special) * SPECIAL | u8::from(control) * CONTROL | u8::from(non_ascii) * NON_ASCII
 }
 
 /// What is done to a class of unwanted characters.
