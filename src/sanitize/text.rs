@@ -27,7 +27,9 @@ pub(crate) fn classes(text: &str) -> u8 {
         control |= ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0x7f);
         non_ascii |= b >= 0x80;
     }
-    u8::from(special) * SPECIAL | u8::from(control) * CONTROL | u8::from(non_ascii) * NON_ASCII
+    (u8::from(special) * SPECIAL)
+        | (u8::from(control) * CONTROL)
+        | (u8::from(non_ascii) * NON_ASCII)
 }
 
 /// What is done to a class of unwanted characters.
