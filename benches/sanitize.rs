@@ -105,7 +105,7 @@ fn sanitize(c: &mut Criterion) {
     let size = 64 * 1024;
     group.throughput(Throughput::Bytes(size as u64));
     let benign = request(&clean_text(size));
-    let benign_markup = request(&markup.repeat(size / markup.len() + 1)[..size].to_owned());
+    let benign_markup = request(&markup.repeat(size / markup.len() + 1)[..size]);
     let nesting = request(&("<b>".repeat(size / 3)));
     let ampersands = request(&"&".repeat(size));
     let attributes = request(&format!("<b {}>x</b>", "a=1 ".repeat((size - 10) / 4)));
