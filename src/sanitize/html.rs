@@ -142,6 +142,17 @@ impl Html {
     /// Cleans `text`: pre-pass, character rules on what references decoded to, ammonia,
     /// then the sentinels back to entities.
     pub(crate) fn run(&self, text: &str, rules: &CharRules) -> Result<String, GuardError> {
+        if !has_tag_start(text) {
+            // No tag anywhere: nothing for ammonia to judge. One linear pass writes the text
+            // as ammonia would, whatever the input (html5ever is slow on runs of `<` or of
+            // character references).
+            let (serialized, decoded) = serialize_plain(text)?;
+            return if decoded {
+                rules.apply(&serialized, classes(&serialized)).map(Cow::into_owned)
+            } else {
+                Ok(serialized)
+            };
+        }
         let prepared = self.prepare(text)?;
         let checked = if prepared.decoded {
             rules.apply(&prepared.text, classes(&prepared.text))?
@@ -397,6 +408,83 @@ pub(crate) struct Prepared {
     pub(crate) sentinels: bool,
     /// How many tags were left for ammonia.
     pub(crate) tags: usize,
+}
+
+/// Whether a `<` is followed by a letter or by `/` and a letter anywhere: the only way a
+/// tag can start.
+fn has_tag_start(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr_iter(b'<', bytes).any(|at| match bytes.get(at + 1) {
+        Some(b) if b.is_ascii_alphabetic() => true,
+        Some(b'/') => bytes.get(at + 2).is_some_and(u8::is_ascii_alphabetic),
+        _ => false,
+    })
+}
+
+fn memchr_iter(needle: u8, haystack: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    haystack
+        .iter()
+        .enumerate()
+        .filter_map(move |(at, &b)| (b == needle).then_some(at))
+}
+
+/// Text with no tag in it, written in one pass as ammonia would write it: references
+/// decoded (numeric and the basic named ones; others shown as typed), then `&`, `<`, `>`
+/// and U+00A0 escaped, CR LF and CR as LF, NUL dropped. Also says whether a reference was
+/// decoded (the character rules must then see the result).
+fn serialize_plain(text: &str) -> Result<(String, bool), GuardError> {
+    let bytes = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() * 2);
+    let mut decoded = false;
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        let next = bytes.get(at + 1).copied();
+        at += 1;
+        match byte {
+            b'&' => match decode_reference(bytes, at - 1) {
+                None => out.extend_from_slice(b"&amp;"),
+                Some((c, len)) => {
+                    decoded = true;
+                    at += len - 1;
+                    match c {
+                        '&' => out.extend_from_slice(b"&amp;"),
+                        '<' => out.extend_from_slice(b"&lt;"),
+                        '>' => out.extend_from_slice(b"&gt;"),
+                        '\u{a0}' => out.extend_from_slice(b"&nbsp;"),
+                        '\0' => {}
+                        LT | AMP => return Err(noncharacter()),
+                        c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+            },
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            0 => {}
+            b'\r' => {
+                out.push(b'\n');
+                if next == Some(b'\n') {
+                    at += 1;
+                }
+            }
+            0xC2 if next == Some(0xA0) => {
+                out.extend_from_slice(b"&nbsp;");
+                at += 1;
+            }
+            // U+FDD0 and U+FDD1 (EF B7 90/91) stand for `<` and `&` on the other path.
+            0xEF if next == Some(0xB7) && matches!(bytes.get(at + 1), Some(0x90 | 0x91)) => {
+                return Err(noncharacter());
+            }
+            _ => out.push(byte),
+        }
+    }
+    // Whole characters were copied or replaced by ASCII: still valid UTF-8.
+    let out = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Ok((out, decoded))
+}
+
+fn noncharacter() -> GuardError {
+    invalid("noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned())
 }
 
 /// Writes text as html5ever's serializer writes a text node (`&`, `<`, `>` and U+00A0

@@ -198,6 +198,8 @@ mod tests {
         assert_eq!(escape("a<b"), "a&lt;b");
         assert_eq!(escape("&amp;"), "&amp;amp;");
         assert_eq!(escape("héllo 👋"), "héllo 👋");
+        assert_eq!(escape(&"'".repeat(100)), "&#x27;".repeat(100));
+        assert_eq!(escape(""), "");
     }
 
     #[test]
