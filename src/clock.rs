@@ -21,6 +21,8 @@ pub struct Clock {
 struct Manual {
     start_unix: Duration,
     elapsed_nanos: AtomicU64,
+    /// Wakes sleepers when the time moves.
+    moved: tokio::sync::watch::Sender<()>,
 }
 
 fn process_start() -> Instant {
@@ -44,6 +46,7 @@ impl Clock {
             manual: Some(Arc::new(Manual {
                 start_unix,
                 elapsed_nanos: AtomicU64::new(0),
+                moved: tokio::sync::watch::channel(()).0,
             })),
         }
     }
@@ -53,6 +56,32 @@ impl Clock {
         if let Some(manual) = &self.manual {
             let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
             manual.elapsed_nanos.fetch_add(nanos, Ordering::AcqRel);
+            manual.moved.send_replace(());
+        }
+    }
+
+    /// Monotonic time in nanoseconds since the clock's fixed point (see [`Clock::monotonic`]).
+    #[must_use]
+    pub fn monotonic_nanos(&self) -> u64 {
+        u64::try_from(self.monotonic().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits until [`Clock::monotonic`] reaches `deadline`: a tokio timer on the system
+    /// clock, the next [`Clock::advance`] past it on a manual one.
+    pub async fn sleep_until(&self, deadline: Duration) {
+        match &self.manual {
+            None => {
+                let at = process_start() + deadline;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            }
+            Some(manual) => {
+                let mut moved = manual.moved.subscribe();
+                while self.monotonic() < deadline {
+                    if moved.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -94,6 +123,21 @@ impl governor::clock::Clock for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_manual_sleep_ends_when_the_clock_is_advanced_past_it() {
+        let clock = Clock::manual(SystemTime::now());
+        let sleeper = clock.clone();
+        let done = tokio::spawn(async move { sleeper.sleep_until(Duration::from_secs(10)).await });
+        clock.advance(Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(!done.is_finished());
+        clock.advance(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn manual_clock_moves_only_when_advanced_and_clones_share_time() {

@@ -441,3 +441,17 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap();
     response
 }
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chat.toml"))
+        .unwrap();
+    let mut table: toml::Table = toml::from_str(&text).unwrap();
+    assert!(table.remove("server").is_some());
+    let config = GuardConfig::from_toml(&toml::to_string(&table).unwrap()).unwrap();
+    config.rate_limit.validate().unwrap();
+    config.sanitize.validate().unwrap();
+    // The key comes from the environment, which this test does not set.
+    let error = config.jwt.validate().unwrap_err().to_string();
+    assert!(error.contains("CHAT_JWT_SECRET"), "{error}");
+}

@@ -31,7 +31,7 @@ use tower_ws_guard::{
 /// sanitizer reading the `content` field of the JSON protocol. The secret is generated at
 /// start.
 pub(crate) const DEV_CONFIG: &str = r#"
-[rate_limit.per_connection]
+[rate_limit.per_user]
 messages = 30
 period = "60s"
 
@@ -224,7 +224,16 @@ pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError
         clock,
     };
     let mut router = Router::new()
-        .route("/ws", get(ws).route_layer(state.auth.clone()))
+        // The handshake faces: authentication first, then the connection limits (which
+        // need the identity it found).
+        .route(
+            "/ws",
+            get(ws).route_layer(
+                ServiceBuilder::new()
+                    .layer(state.auth.clone())
+                    .layer(state.rate_limit.clone()),
+            ),
+        )
         .route("/", get(page));
     if state.dev_secret.is_some() {
         router = router.route("/dev/token", get(dev_token));

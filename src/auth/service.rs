@@ -8,12 +8,11 @@ use http::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use super::future::HandshakeFuture;
 use super::layer::{Refusal, Verifier};
 use super::token::{self, ExtractError};
 use crate::connection::{Identity, WsRequest, WsResponse};
 use crate::error::{BoxError, GuardError, GuardErrorKind};
-use crate::future::ResponseFuture;
+use crate::future::{HandshakeFuture, ResponseFuture};
 
 /// The service built by [`JwtAuthLayer`](super::JwtAuthLayer); see there.
 pub struct JwtAuth<S, C> {

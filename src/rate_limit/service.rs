@@ -1,35 +1,58 @@
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use governor::clock::Clock as _;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use crate::clock::Clock;
-use crate::connection::{WsRequest, WsResponse};
+use super::client_ip::{PeerAddr, client_ip};
+use super::gcra::{Gcra, Refused};
+use super::layer::{ExceedAction, OpenConnections, Shared};
+use super::store::UserShare;
+use crate::connection::{Identity, WsRequest, WsResponse};
 use crate::error::{BoxError, GuardError, GuardErrorKind};
-use crate::future::ResponseFuture;
-
-pub(crate) type DirectLimiter =
-    governor::RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<Nanos>>;
+use crate::future::{HandshakeFuture, ResponseFuture};
+use crate::message::Message;
 
 /// The service built by [`MessageRateLimitLayer`](super::MessageRateLimitLayer): one
-/// connection's limiter in front of `S`.
-#[derive(Clone, Debug)]
+/// connection's limiter state in front of `S` (message face), or the connection limits
+/// (handshake face).
+#[derive(Debug)]
 pub struct MessageRateLimit<S> {
     inner: S,
-    limiter: Arc<DirectLimiter>,
-    clock: Clock,
+    shared: Arc<Shared>,
+    connection: ConnectionState,
+}
+
+/// What one connection's limiter remembers.
+#[derive(Debug, Default)]
+struct ConnectionState {
+    messages_tat: u64,
+    bytes_tat: u64,
+    control_tat: u64,
+    /// The user's share, once the connection has an identity.
+    user: Option<UserShare>,
+    violations: u32,
+    window_start: u64,
+}
+
+impl<S: Clone> Clone for MessageRateLimit<S> {
+    /// A clone shares the layer's state but starts its own per-connection state: it is a
+    /// new connection's service.
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
 }
 
 impl<S> MessageRateLimit<S> {
-    pub(crate) fn new(inner: S, limiter: Arc<DirectLimiter>, clock: Clock) -> Self {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         Self {
             inner,
-            limiter,
-            clock,
+            shared,
+            connection: ConnectionState::default(),
         }
     }
 
@@ -37,8 +60,106 @@ impl<S> MessageRateLimit<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// Checks one message against every quota that applies; the quota it broke and why.
+    fn check(&mut self, request: &WsRequest, now: u64) -> Result<(), (Refused, &'static str)> {
+        let shared = &*self.shared;
+        let state = &mut self.connection;
+        let message = request.message();
+        if !message.is_data() {
+            return match (message, &shared.control) {
+                (Message::Ping(_) | Message::Pong(_), Some(control)) => {
+                    local(control, &mut state.control_tat, now, 1).map_err(|r| (r, "control"))
+                }
+                _ => Ok(()),
+            };
+        }
+        let bytes = message.len() as u64;
+        if let Some(per_connection) = &shared.per_connection {
+            if let Some(byte_rate) = &shared.connection_bytes {
+                byte_rate
+                    .test(state.bytes_tat, now, bytes)
+                    .map_err(|r| (r, "per_connection_bytes"))?;
+            }
+            local(per_connection, &mut state.messages_tat, now, 1)
+                .map_err(|r| (r, "per_connection"))?;
+            if let Some(byte_rate) = &shared.connection_bytes {
+                local(byte_rate, &mut state.bytes_tat, now, bytes)
+                    .map_err(|r| (r, "per_connection_bytes"))?;
+            }
+        }
+        if state.user.is_none()
+            && let (Some(users), Some(identity)) = (&shared.users, request.connection().identity())
+        {
+            state.user = Some(users.acquire(&identity.subject));
+        }
+        if let Some(user) = &state.user {
+            user.check(now, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the escalation policy to a violation.
+    fn violation(
+        &mut self,
+        request: &WsRequest,
+        refused: Refused,
+        quota: &'static str,
+        now: u64,
+    ) -> Result<WsResponse, GuardError> {
+        let shared = &*self.shared;
+        let counters = &shared.counters;
+        counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let subject = request
+            .connection()
+            .identity()
+            .map(|identity| &*identity.subject);
+        let error = match refused {
+            Refused::Wait(retry_after) => {
+                tracing::info!(connection = %request.connection().id(), subject, quota, ?retry_after, "rate limited");
+                GuardError::new(GuardErrorKind::RateLimited, "too many messages")
+                    .with_retry_after(retry_after)
+            }
+            Refused::TooCostly => {
+                tracing::info!(connection = %request.connection().id(), subject, quota, "message larger than the byte quota");
+                return Err(GuardError::new(
+                    GuardErrorKind::MessageTooLarge,
+                    "message larger than the byte quota allows",
+                ));
+            }
+        };
+        let policy = shared.on_exceed;
+        let state = &mut self.connection;
+        let window = u64::try_from(policy.window.as_nanos()).unwrap_or(u64::MAX);
+        if state.violations == 0 || now.saturating_sub(state.window_start) >= window {
+            state.violations = 0;
+            state.window_start = now;
+        }
+        state.violations += 1;
+        let close = match policy.action {
+            ExceedAction::Drop => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(WsResponse::empty());
+            }
+            ExceedAction::Close => true,
+            _ => policy.close_after > 0 && state.violations >= policy.close_after,
+        };
+        if close {
+            counters.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(connection = %request.connection().id(), subject, violations = state.violations, "closing a connection over its rate limit");
+            return Err(error.closing());
+        }
+        Err(error)
+    }
 }
 
+/// GCRA on state only this connection touches.
+fn local(gcra: &Gcra, tat: &mut u64, now: u64, n: u64) -> Result<(), Refused> {
+    *tat = gcra.test(*tat, now, n)?;
+    Ok(())
+}
+
+/// The message face.
 impl<S> Service<WsRequest> for MessageRateLimit<S>
 where
     S: Service<WsRequest, Response = WsResponse>,
@@ -53,15 +174,183 @@ where
     }
 
     fn call(&mut self, request: WsRequest) -> Self::Future {
-        if request.message().is_data()
-            && let Err(not_until) = self.limiter.check()
-        {
-            let retry_after = not_until.wait_time_from(self.clock.now());
-            return ResponseFuture::rejected(
-                GuardError::new(GuardErrorKind::RateLimited, "too many messages")
-                    .with_retry_after(retry_after),
-            );
+        let now = self.shared.clock.monotonic_nanos();
+        match self.check(&request, now) {
+            Ok(()) => {
+                self.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                ResponseFuture::inner(self.inner.call(request))
+            }
+            Err((refused, quota)) => match self.violation(&request, refused, quota, now) {
+                Ok(response) => ResponseFuture::respond(response),
+                Err(error) => ResponseFuture::rejected(error),
+            },
         }
-        ResponseFuture::inner(self.inner.call(request))
+    }
+}
+
+/// Holds a connection's place in the concurrency counts; the last clone's drop frees it.
+/// It travels in the request's extensions into the [`Connection`](crate::Connection).
+#[derive(Clone, Debug)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<PermitInner>);
+
+#[derive(Debug)]
+struct PermitInner {
+    open: Arc<Mutex<OpenConnections>>,
+    user: Option<Arc<str>>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for PermitInner {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(user) = &self.user
+            && let Some(count) = open.per_user.get_mut(user)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.per_user.remove(user);
+            }
+        }
+        if let Some(ip) = &self.ip
+            && let Some(count) = open.per_ip.get_mut(ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.per_ip.remove(ip);
+            }
+        }
+    }
+}
+
+/// The peer address the integration recorded: the crate's [`PeerAddr`], or axum's
+/// `ConnectInfo<SocketAddr>`.
+fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(PeerAddr(address)) = extensions.get::<PeerAddr>() {
+        return Some(address.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    None
+}
+
+/// The handshake face: connection attempts and open connections.
+impl<S, B, ResBody> Service<Request<B>> for MessageRateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = HandshakeFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        let grpc = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        let ip = peer_ip(request.extensions())
+            .map(|peer| client_ip(peer, request.headers(), &shared.trusted_proxies));
+        if let (Some(attempts), Some(ip)) = (&shared.attempts, ip) {
+            let share = attempts.acquire(&Arc::from(ip.to_string()));
+            if let Err((Refused::Wait(retry_after), _)) =
+                share.check(shared.clock.monotonic_nanos(), 1)
+            {
+                tracing::info!(%ip, ?retry_after, "too many connection attempts");
+                return self.refuse(grpc, Some(retry_after), "too many connection attempts");
+            }
+        }
+        let user = request
+            .extensions()
+            .get::<Identity>()
+            .map(|identity| identity.subject.clone());
+        {
+            let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let over_user = user.as_ref().is_some_and(|user| {
+                shared.max_per_user > 0
+                    && open.per_user.get(user).copied().unwrap_or(0) >= shared.max_per_user
+            });
+            let over_ip = ip.is_some_and(|ip| {
+                shared.max_per_ip > 0
+                    && open.per_ip.get(&ip).copied().unwrap_or(0) >= shared.max_per_ip
+            });
+            if over_user || over_ip {
+                drop(open);
+                tracing::info!(?ip, user = user.as_deref(), "too many open connections");
+                return self.refuse(grpc, None, "too many open connections");
+            }
+            if let Some(user) = &user {
+                *open.per_user.entry(user.clone()).or_default() += 1;
+            }
+            if let Some(ip) = ip {
+                *open.per_ip.entry(ip).or_default() += 1;
+            }
+        }
+        request
+            .extensions_mut()
+            .insert(ConnectionPermit(Arc::new(PermitInner {
+                open: shared.open.clone(),
+                user,
+                ip,
+            })));
+        HandshakeFuture::inner(self.inner.call(request))
+    }
+}
+
+impl<S> MessageRateLimit<S> {
+    /// 429 with `Retry-After` (whole seconds, rounded up) when known; for gRPC a
+    /// trailers-only `RESOURCE_EXHAUSTED`.
+    fn refuse<F, ResBody: Default>(
+        &self,
+        grpc: bool,
+        retry_after: Option<Duration>,
+        message: &'static str,
+    ) -> HandshakeFuture<F, ResBody> {
+        self.shared
+            .counters
+            .handshakes_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(ResBody::default());
+        if !grpc {
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        }
+        let headers = response.headers_mut();
+        if grpc {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert("grpc-status", HeaderValue::from_static("8"));
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static(message_percent_encoded(message)),
+            );
+            if let Some(retry_after) = retry_after {
+                headers.insert(
+                    "retry-after-ms",
+                    HeaderValue::from(retry_after.as_millis().min(u128::from(u64::MAX)) as u64),
+                );
+            }
+        } else {
+            if let Some(retry_after) = retry_after {
+                let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
+                headers.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+                );
+            }
+        }
+        HandshakeFuture::rejected(response)
+    }
+}
+
+/// Our messages are ASCII words and spaces: percent-encoded per the gRPC spec.
+fn message_percent_encoded(message: &'static str) -> &'static str {
+    match message {
+        "too many connection attempts" => "too%20many%20connection%20attempts",
+        _ => "too%20many%20open%20connections",
     }
 }

@@ -148,7 +148,9 @@ impl Html {
             // character references).
             let (serialized, decoded) = serialize_plain(text)?;
             return if decoded {
-                rules.apply(&serialized, classes(&serialized)).map(Cow::into_owned)
+                rules
+                    .apply(&serialized, classes(&serialized))
+                    .map(Cow::into_owned)
             } else {
                 Ok(serialized)
             };
