@@ -4,8 +4,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use tokio::sync::{Notify, watch};
+
+use crate::clock::Clock;
+use crate::error::GuardError;
 use crate::message::{CloseFrame, Message};
 
 /// A process-unique connection id.
@@ -63,6 +67,55 @@ impl Identity {
     }
 }
 
+/// When a connection must end, and with what: the connection driver closes the socket with
+/// the error's close frame at that moment, even if the peer is idle.
+///
+/// [`JwtAuthLayer`](crate::JwtAuthLayer) sets one at the token's `exp` (4401 "token
+/// expired"), or, in in-band mode, at the end of the authentication window (4408); a
+/// refresh moves it.
+#[derive(Clone, Debug)]
+pub struct Deadline {
+    at: Duration,
+    clock: Clock,
+    error: GuardError,
+}
+
+impl Deadline {
+    /// A deadline `after` from now on `clock`.
+    #[must_use]
+    pub fn after(clock: &Clock, after: Duration, error: GuardError) -> Self {
+        Self {
+            at: clock.monotonic() + after,
+            clock: clock.clone(),
+            error,
+        }
+    }
+
+    /// A deadline at a wall-clock time in Unix seconds (a JWT `exp`) on `clock`.
+    #[must_use]
+    pub fn at_unix(clock: &Clock, unix_seconds: u64, error: GuardError) -> Self {
+        let remaining = Duration::from_secs(unix_seconds).saturating_sub(clock.unix_time());
+        Self::after(clock, remaining, error)
+    }
+
+    /// The rejection the connection is closed with.
+    #[must_use]
+    pub fn error(&self) -> &GuardError {
+        &self.error
+    }
+
+    /// Whether the deadline has passed.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.clock.monotonic() >= self.at
+    }
+
+    /// Waits until the deadline.
+    pub async fn wait(&self) {
+        self.clock.sleep_until(self.at).await;
+    }
+}
+
 /// A WebSocket connection: its id, peer, the handshake's extensions and when it opened.
 ///
 /// Cheap to clone (one `Arc`). Built by the integration that accepted the socket, from the
@@ -79,18 +132,22 @@ struct Inner {
     extensions: http::Extensions,
     connected_at: SystemTime,
     identity: OnceLock<Identity>,
+    identified: Notify,
+    deadline: watch::Sender<Option<Deadline>>,
 }
 
 impl Connection {
     /// A connection carrying the handshake request's `extensions`.
     ///
-    /// An [`Identity`] among the extensions becomes the connection's identity.
+    /// An [`Identity`] among the extensions becomes the connection's identity, and a
+    /// [`Deadline`] its deadline.
     #[must_use]
     pub fn new(peer_addr: Option<SocketAddr>, extensions: http::Extensions) -> Self {
         let identity = OnceLock::new();
         if let Some(found) = extensions.get::<Identity>() {
             let _ = identity.set(found.clone());
         }
+        let deadline = watch::channel(extensions.get::<Deadline>().cloned()).0;
         Self {
             inner: Arc::new(Inner {
                 id: ConnectionId::next(),
@@ -98,6 +155,8 @@ impl Connection {
                 extensions,
                 connected_at: SystemTime::now(),
                 identity,
+                identified: Notify::new(),
+                deadline,
             }),
         }
     }
@@ -138,7 +197,35 @@ impl Connection {
     /// The connection already has an identity; it is returned unchanged. An identity never
     /// changes during a connection.
     pub fn set_identity(&self, identity: Identity) -> Result<(), Identity> {
-        self.inner.identity.set(identity)
+        self.inner.identity.set(identity)?;
+        self.inner.identified.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until the connection has an identity (at once if it has one).
+    pub async fn identified(&self) -> Identity {
+        loop {
+            let notified = self.inner.identified.notified();
+            if let Some(identity) = self.identity() {
+                return identity.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// The connection's deadline, if any.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.inner.deadline.borrow().clone()
+    }
+
+    /// Sets (or clears) the connection's deadline; the driver follows the change at once.
+    pub fn set_deadline(&self, deadline: Option<Deadline>) {
+        self.inner.deadline.send_replace(deadline);
+    }
+
+    pub(crate) fn watch_deadline(&self) -> watch::Receiver<Option<Deadline>> {
+        self.inner.deadline.subscribe()
     }
 }
 

@@ -79,7 +79,7 @@ pub mod serve;
 pub use crate::auth::JwtAuthLayer;
 pub use crate::clock::Clock;
 pub use crate::config::{ConfigError, GuardConfig};
-pub use crate::connection::{Connection, ConnectionId, Identity, WsRequest, WsResponse};
+pub use crate::connection::{Connection, ConnectionId, Deadline, Identity, WsRequest, WsResponse};
 pub use crate::error::{BoxError, GuardError, GuardErrorKind};
 pub use crate::message::{CloseFrame, Message, Utf8Bytes, close_code};
 pub use crate::rate_limit::MessageRateLimitLayer;

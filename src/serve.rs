@@ -32,7 +32,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::connection::{Connection, WsRequest, WsResponse};
+use tokio::sync::watch;
+
+use crate::connection::{Connection, Deadline, WsRequest, WsResponse};
 use crate::error::{BoxError, Disposition, GuardError};
 use crate::message::{CloseFrame, Message, close_code};
 
@@ -138,8 +140,13 @@ impl<S, O> Driver<S, O> {
             close_timeout,
         } = self;
         let mut outbound = outbound.fuse();
+        let mut deadline = connection.watch_deadline();
         let disconnect = loop {
             let step = tokio::select! {
+                error = expired(&mut deadline) => {
+                    tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
+                    finish(&mut socket, End::Close(error.to_close_frame()), close_timeout).await
+                }
                 item = socket.next() => {
                     match classify(item) {
                         Inbound::Message(message) => {
@@ -168,6 +175,32 @@ impl<S, O> Driver<S, O> {
         tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
         drop(service);
         disconnect
+    }
+}
+
+/// Resolves when the connection's deadline passes (following changes to it), with the
+/// rejection to close with; never while there is none.
+async fn expired(deadline: &mut watch::Receiver<Option<Deadline>>) -> GuardError {
+    loop {
+        let current = deadline.borrow_and_update().clone();
+        match current {
+            None => {
+                if deadline.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Some(current) => {
+                tokio::select! {
+                    () = current.wait() => return current.error().clone(),
+                    changed = deadline.changed() => {
+                        if changed.is_err() {
+                            current.wait().await;
+                            return current.error().clone();
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -371,6 +404,7 @@ pub struct GuardedSocket<T, S> {
     service: S,
     deliver: Deliver,
     connection: Connection,
+    deadline: watch::Receiver<Option<Deadline>>,
     close_timeout: Duration,
     disconnect: Option<Disconnect>,
 }
@@ -395,6 +429,7 @@ impl<T> GuardedSocket<T, ()> {
             socket,
             service: layer.layer(deliver.clone()),
             deliver,
+            deadline: connection.watch_deadline(),
             connection,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             disconnect: None,
@@ -426,7 +461,15 @@ impl<T, S> GuardedSocket<T, S> {
         S::Error: Into<BoxError>,
     {
         while self.disconnect.is_none() {
-            let step = match classify(self.socket.next().await) {
+            let item = tokio::select! {
+                item = self.socket.next() => item,
+                error = expired(&mut self.deadline) => {
+                    let end = End::Close(error.to_close_frame());
+                    self.disconnect = finish(&mut self.socket, end, self.close_timeout).await;
+                    continue;
+                }
+            };
+            let step = match classify(item) {
                 Inbound::Message(message) => {
                     let request = WsRequest::new(message, self.connection.clone());
                     let reply = dispatch(&mut self.service, request, &self.connection).await;

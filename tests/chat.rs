@@ -27,9 +27,14 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(change: impl FnOnce(&mut GuardConfig)) -> Self {
         let clock = Clock::manual(SystemTime::now());
         let mut guard = GuardConfig::from_toml(app::DEV_CONFIG).unwrap();
         guard.jwt.secret = Some(Secret::new(SECRET));
+        change(&mut guard);
         let settings = app::Settings {
             guard,
             dev_tokens: true,
@@ -63,12 +68,130 @@ fn say(content: &str) -> Value {
 }
 
 #[tokio::test]
-async fn upgrade_without_a_token_is_a_plain_401() {
-    let server = Server::start().await;
+async fn without_in_band_auth_an_upgrade_without_a_token_is_a_plain_401() {
+    let server = Server::start_with(|guard| guard.jwt.in_band = false).await;
     let response = refused(server.addr, "/ws", &[]).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_eq!(server.chat.connected(), 0, "the handler must not run");
+}
+
+async fn anonymous(server: &Server) -> Client {
+    let (client, response) = connect(server.addr, "/ws", &[]).await.unwrap();
+    assert_eq!(response.status(), 101, "in-band: accepted without a token");
+    client
+}
+
+#[tokio::test]
+async fn an_upgrade_without_a_token_authenticates_in_band_and_nothing_before_is_forwarded() {
+    let server = Server::start().await;
+    let mut bob = server.join("bob").await;
+    let mut alice = anonymous(&server).await;
+    send_json(&mut alice, say("before auth")).await;
+    let error = next_json(&mut alice).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unauthenticated"))
+    );
+    let token = server.token("alice", 600);
+    send_json(&mut alice, json!({"type": "auth", "token": token})).await;
+    let ok = next_json(&mut alice).await;
+    assert_eq!(ok["type"], "auth_ok");
+    assert_eq!(ok["sub"], "alice");
+    assert_eq!(ok["expires_at"], server.clock.unix_seconds() + 600);
+    send_json(&mut alice, say("after auth")).await;
+    // Bob's first message is the one after auth: the one before never reached the room.
+    let seen = next_json(&mut bob).await;
+    assert_eq!(
+        (seen["from"].as_str(), seen["content"].as_str()),
+        (Some("alice"), Some("after auth"))
+    );
+    assert_eq!(
+        next_json(&mut alice).await["content"],
+        "after auth",
+        "alice joined the lobby"
+    );
+}
+
+#[tokio::test]
+async fn no_authentication_within_10_seconds_closes_with_4408() {
+    let server = Server::start().await;
+    let mut client = anonymous(&server).await;
+    server.clock.advance(Duration::from_millis(9_999));
+    send_json(&mut client, json!({"type": "join", "room": "x"})).await;
+    assert_eq!(
+        next_json(&mut client).await["code"],
+        "unauthenticated",
+        "still open at 9.999 s"
+    );
+    server.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        closed(&mut client).await,
+        (4408, "no authentication in time".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_bad_in_band_token_closes_with_4401() {
+    let server = Server::start().await;
+    let mut client = anonymous(&server).await;
+    send_json(&mut client, json!({"type": "auth", "token": "not.a.token"})).await;
+    assert_eq!(closed(&mut client).await.0, 4401);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_with_4401_when_its_token_expires() {
+    let server = Server::start().await;
+    let bearer = format!("Bearer {}", server.token("alice", 60));
+    let (mut alice, _) = connect(server.addr, "/ws", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    wait_for(|| server.chat.connected() == 1).await;
+    server.clock.advance(Duration::from_secs(59));
+    send_json(&mut alice, say("at 59 s")).await;
+    assert_eq!(next_json(&mut alice).await["content"], "at 59 s");
+    // Nothing sent: the driver's timer closes it at exp.
+    server.clock.advance(Duration::from_secs(1));
+    assert_eq!(closed(&mut alice).await, (4401, "token expired".to_owned()));
+}
+
+#[tokio::test]
+async fn a_refresh_moves_the_deadline_to_the_new_exp_and_no_further() {
+    let server = Server::start().await;
+    let bearer = format!("Bearer {}", server.token("alice", 60));
+    let (mut alice, _) = connect(server.addr, "/ws", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    server.clock.advance(Duration::from_secs(50));
+    let fresh = server.token("alice", 100); // expires at 150 s
+    send_json(&mut alice, json!({"type": "auth", "token": fresh})).await;
+    assert_eq!(next_json(&mut alice).await["type"], "auth_ok");
+    server.clock.advance(Duration::from_secs(49)); // 99 s: past the old exp
+    send_json(&mut alice, say("at 99 s")).await;
+    assert_eq!(next_json(&mut alice).await["content"], "at 99 s");
+    server.clock.advance(Duration::from_secs(51)); // 150 s: the new exp
+    assert_eq!(closed(&mut alice).await, (4401, "token expired".to_owned()));
+}
+
+#[tokio::test]
+async fn a_refresh_for_another_subject_or_with_an_expired_token_closes_with_4401() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    send_json(
+        &mut alice,
+        json!({"type": "auth", "token": server.token("mallory", 600)}),
+    )
+    .await;
+    assert_eq!(
+        closed(&mut alice).await,
+        (4401, "the token is for another subject".to_owned())
+    );
+
+    let mut alice = server.join("alice").await;
+    let now = server.clock.unix_seconds();
+    let stale = token(SECRET, &json!({"sub": "alice", "exp": now}));
+    send_json(&mut alice, json!({"type": "auth", "token": stale})).await;
+    assert_eq!(closed(&mut alice).await, (4401, "token expired".to_owned()));
 }
 
 #[tokio::test]

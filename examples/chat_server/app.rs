@@ -31,6 +31,10 @@ use tower_ws_guard::{
 /// sanitizer reading the `content` field of the JSON protocol. The secret is generated at
 /// start.
 pub(crate) const DEV_CONFIG: &str = r#"
+[jwt]
+in_band = true        # an upgrade without a token must send {"type":"auth",...} within 10 s
+auth_timeout = "10s"
+
 [rate_limit.per_user]
 messages = 30
 period = "60s"
@@ -304,12 +308,18 @@ async fn ws(
         .max_message_size(state.max_message_bytes)
         .max_frame_size(state.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let Some(identity) = connection.identity().cloned() else {
-                return; // the handshake face guarantees an identity
-            };
             let (outbound, inbound) = mpsc::channel(OUTBOUND_QUEUE);
             let id = connection.id();
-            state.chat.connect(id, identity.subject.clone(), outbound);
+            // The client joins the lobby once it has an identity: at once after a handshake
+            // token, after `auth_ok` in-band. Before that it receives nothing.
+            let joining = tokio::spawn({
+                let chat = state.chat.clone();
+                let connection = connection.clone();
+                async move {
+                    let identity = connection.identified().await;
+                    chat.connect(id, identity.subject, outbound);
+                }
+            });
             // The message stack, built once for this connection.
             let stack = ServiceBuilder::new()
                 .layer(state.auth.clone())
@@ -325,6 +335,8 @@ async fn ws(
                 .outbound(state.chat.outbound(inbound))
                 .run(socket, connection)
                 .await;
+            joining.abort();
+            let _ = joining.await;
             state.chat.disconnect(id);
         })
 }

@@ -13,6 +13,8 @@ use super::service::JwtAuth;
 use super::token::TokenSource;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Secret};
+use crate::connection::Deadline;
+use crate::error::{GuardError, GuardErrorKind};
 
 /// The `[jwt]` section of [`GuardConfig`](crate::GuardConfig).
 ///
@@ -47,6 +49,12 @@ pub struct JwtConfig {
     pub max_token_bytes: usize,
     /// Where tokens are read on the handshake, in order (default header, then subprotocol).
     pub sources: Vec<TokenSource>,
+    /// Accept an upgrade without a token; the client must then send
+    /// `{"type":"auth","token":…}` within `auth_timeout` (default off).
+    pub in_band: bool,
+    /// How long an in-band client has to authenticate (default 10 s), else close 4408.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
 }
 
 impl Default for JwtConfig {
@@ -60,9 +68,14 @@ impl Default for JwtConfig {
             leeway: Duration::ZERO,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             sources: vec![TokenSource::Header, TokenSource::Subprotocol],
+            in_band: false,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
         }
     }
 }
+
+/// How long an in-band client has to authenticate by default.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl JwtConfig {
     /// A config with an inline HMAC secret and every other setting at its default.
@@ -137,6 +150,8 @@ pub(crate) struct Verifier {
     pub(crate) leeway: u64,
     pub(crate) max_token_bytes: usize,
     pub(crate) sources: Vec<TokenSource>,
+    pub(crate) in_band: bool,
+    pub(crate) auth_timeout: Duration,
     pub(crate) clock: Clock,
 }
 
@@ -220,6 +235,12 @@ impl JwtAuthLayer<NoCustomClaims> {
                 "at least one token source is needed",
             ));
         }
+        if config.in_band && config.auth_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "jwt.auth_timeout",
+                "must be above zero",
+            ));
+        }
         if config.max_token_bytes == 0 {
             return Err(ConfigError::invalid(
                 "jwt.max_token_bytes",
@@ -243,6 +264,8 @@ impl JwtAuthLayer<NoCustomClaims> {
                 leeway: config.leeway.as_secs(),
                 max_token_bytes: config.max_token_bytes,
                 sources: config.sources.clone(),
+                in_band: config.in_band,
+                auth_timeout: config.auth_timeout,
                 clock: Clock::system(),
             }),
             _claims: PhantomData,
@@ -311,6 +334,16 @@ impl<C> JwtAuthLayer<C> {
         self.update(|v| v.clock = clock)
     }
 
+    /// Accepts upgrades without a token; the client then has `timeout` to send
+    /// `{"type":"auth","token":…}` (else close 4408), and nothing it sends before that is
+    /// forwarded. A token that is present but bad is still refused with 401.
+    pub fn in_band(self, timeout: Duration) -> Self {
+        self.update(|v| {
+            v.in_band = true;
+            v.auth_timeout = timeout.max(Duration::from_millis(1));
+        })
+    }
+
     /// Deserializes the application's own claims as `C2` (see [`Claims::custom`]).
     pub fn claims<C2: DeserializeOwned>(self) -> JwtAuthLayer<C2> {
         JwtAuthLayer {
@@ -376,6 +409,19 @@ impl Verifier {
     /// Whether a token expiring at `exp` has expired now.
     pub(crate) fn expired(&self, exp: u64) -> bool {
         exp.saturating_add(self.leeway) <= self.clock.unix_seconds()
+    }
+
+    /// The deadline of a connection whose token expires at `exp`.
+    pub(crate) fn expiry(&self, exp: u64) -> Deadline {
+        let error = GuardError::new(GuardErrorKind::TokenExpired, "token expired").closing();
+        Deadline::at_unix(&self.clock, exp.saturating_add(self.leeway), error)
+    }
+
+    /// The deadline of an in-band connection that has not authenticated.
+    pub(crate) fn auth_window(&self) -> Deadline {
+        let error =
+            GuardError::new(GuardErrorKind::AuthTimeout, "no authentication in time").closing();
+        Deadline::after(&self.clock, self.auth_timeout, error)
     }
 }
 

@@ -39,7 +39,9 @@ mod service;
 mod token;
 
 pub use self::claims::{Claims, NoCustomClaims};
-pub use self::layer::{DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig, MIN_HMAC_SECRET_BYTES};
+pub use self::layer::{
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig, MIN_HMAC_SECRET_BYTES,
+};
 pub use self::service::JwtAuth;
 pub use self::token::{BEARER_PROTOCOL, TokenSource};
 pub use crate::future::{HandshakeFuture, ResponseFuture};
