@@ -186,6 +186,42 @@ impl fmt::Display for GuardError {
 
 impl std::error::Error for GuardError {}
 
+/// A trailers-only gRPC response: HTTP 200 with `grpc-status` and a percent-encoded
+/// `grpc-message`, which is how a gRPC server answers before any message.
+pub(crate) fn grpc_status<B: Default>(code: u8, message: &str) -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from(u16::from(code)));
+    if let Ok(message) = http::HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc…`).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Percent-encodes everything outside printable ASCII and `%`, as gRPC wants its messages.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +7,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 
+use super::check::{AllowAll, ClaimsCheck};
 use super::claims::{Claims, NoCustomClaims};
+use super::origin::OriginPattern;
 use super::service::JwtAuth;
-use super::token::TokenSource;
+use super::token::{SourceNames, TokenSource};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Secret};
 use crate::connection::Deadline;
@@ -55,6 +56,18 @@ pub struct JwtConfig {
     /// How long an in-band client has to authenticate (default 10 s), else close 4408.
     #[serde(with = "humantime_serde")]
     pub auth_timeout: Duration,
+    /// The cookie the `cookie` source reads (default `access_token`).
+    pub cookie_name: String,
+    /// The query parameter the `query` source reads (default `access_token`).
+    pub query_param: String,
+    /// Origins allowed to connect: exact (`https://chat.example.com`) or a subdomain
+    /// pattern (`https://*.example.com`). Empty allows any (but the cookie source requires
+    /// a list). A request without `Origin` (not a browser) is not judged by it.
+    pub allowed_origins: Vec<String>,
+    /// Answer a refused WebSocket upgrade by accepting it and closing at once with
+    /// 4401/4403 and a reason, which a browser can read (it cannot read a handshake's
+    /// status). Off by default.
+    pub reject_with_close: bool,
 }
 
 impl Default for JwtConfig {
@@ -70,6 +83,10 @@ impl Default for JwtConfig {
             sources: vec![TokenSource::Header, TokenSource::Subprotocol],
             in_band: false,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            cookie_name: "access_token".to_owned(),
+            query_param: "access_token".to_owned(),
+            allowed_origins: Vec::new(),
+            reject_with_close: false,
         }
     }
 }
@@ -122,14 +139,14 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 #[must_use]
 pub struct JwtAuthLayer<C = NoCustomClaims> {
     pub(crate) shared: Arc<Verifier>,
-    _claims: PhantomData<fn() -> C>,
+    check: Arc<dyn ClaimsCheck<C>>,
 }
 
 impl<C> Clone for JwtAuthLayer<C> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
-            _claims: PhantomData,
+            check: self.check.clone(),
         }
     }
 }
@@ -152,6 +169,9 @@ pub(crate) struct Verifier {
     pub(crate) sources: Vec<TokenSource>,
     pub(crate) in_band: bool,
     pub(crate) auth_timeout: Duration,
+    pub(crate) names: SourceNames,
+    pub(crate) origins: Vec<OriginPattern>,
+    pub(crate) reject_with_close: bool,
     pub(crate) clock: Clock,
 }
 
@@ -165,7 +185,9 @@ impl fmt::Debug for Verifier {
             .field("leeway", &self.leeway)
             .field("max_token_bytes", &self.max_token_bytes)
             .field("sources", &self.sources)
-            .finish()
+            .field("in_band", &self.in_band)
+            .field("origins", &self.origins)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,6 +263,17 @@ impl JwtAuthLayer<NoCustomClaims> {
                 "must be above zero",
             ));
         }
+        let origins = config
+            .allowed_origins
+            .iter()
+            .map(|origin| OriginPattern::parse(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        if config.sources.contains(&TokenSource::Cookie) && origins.is_empty() {
+            return Err(ConfigError::invalid(
+                "jwt.allowed_origins",
+                "the cookie source needs an Origin allowlist: a browser sends cookies with a cross-site WebSocket (CSWSH)",
+            ));
+        }
         if config.max_token_bytes == 0 {
             return Err(ConfigError::invalid(
                 "jwt.max_token_bytes",
@@ -266,9 +299,15 @@ impl JwtAuthLayer<NoCustomClaims> {
                 sources: config.sources.clone(),
                 in_band: config.in_band,
                 auth_timeout: config.auth_timeout,
+                names: SourceNames {
+                    cookie: config.cookie_name.clone(),
+                    query: config.query_param.clone(),
+                },
+                origins,
+                reject_with_close: config.reject_with_close,
                 clock: Clock::system(),
             }),
-            _claims: PhantomData,
+            check: Arc::new(AllowAll),
         };
         if let Some(issuer) = &config.issuer {
             layer = layer.issuer(issuer);
@@ -344,12 +383,38 @@ impl<C> JwtAuthLayer<C> {
         })
     }
 
-    /// Deserializes the application's own claims as `C2` (see [`Claims::custom`]).
+    /// Deserializes the application's own claims as `C2` (see [`Claims::custom`]); the
+    /// claims check starts over as [`AllowAll`].
     pub fn claims<C2: DeserializeOwned>(self) -> JwtAuthLayer<C2> {
         JwtAuthLayer {
             shared: self.shared,
-            _claims: PhantomData,
+            check: Arc::new(AllowAll),
         }
+    }
+
+    /// Checks verified claims beyond signature and time (a role, a scope); a refusal is 403
+    /// `insufficient_scope`. A closure `Fn(&Claims<C>) -> bool` will do.
+    pub fn with_claims_check(mut self, check: impl ClaimsCheck<C>) -> Self {
+        self.check = Arc::new(check);
+        self
+    }
+
+    /// Allows browsers from these origins only (see [`JwtConfig::allowed_origins`]).
+    ///
+    /// # Errors
+    /// A pattern that is not `scheme://host[:port]` or `scheme://*.domain`.
+    pub fn allowed_origins(self, origins: &[&str]) -> Result<Self, ConfigError> {
+        let patterns = origins
+            .iter()
+            .map(|origin| OriginPattern::parse(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.update(|v| v.origins = patterns))
+    }
+
+    /// Answers a refused upgrade by closing with 4401/4403 after it (see
+    /// [`JwtConfig::reject_with_close`]).
+    pub fn reject_with_close(self) -> Self {
+        self.update(|v| v.reject_with_close = true)
     }
 }
 
@@ -357,7 +422,7 @@ impl<S, C> Layer<S> for JwtAuthLayer<C> {
     type Service = JwtAuth<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        JwtAuth::new(inner, self.shared.clone())
+        JwtAuth::new(inner, self.shared.clone(), self.check.clone())
     }
 }
 
@@ -389,6 +454,13 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims<C>>(token, &self.key, &self.validation)
             .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
+        if data.header.crit.is_some() {
+            // RFC 7515 §4.1.11: an extension the recipient does not understand is fatal,
+            // and this guard understands none.
+            return Err(Refusal::Invalid(
+                "the token names critical header extensions",
+            ));
+        }
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(Refusal::Invalid("the subject is empty"));

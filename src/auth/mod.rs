@@ -33,11 +33,14 @@
 //! # }).unwrap();
 //! ```
 
+mod check;
 mod claims;
 mod layer;
+mod origin;
 mod service;
 mod token;
 
+pub use self::check::{AllowAll, ClaimsCheck};
 pub use self::claims::{Claims, NoCustomClaims};
 pub use self::layer::{
     DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig, MIN_HMAC_SECRET_BYTES,

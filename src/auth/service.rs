@@ -1,18 +1,18 @@
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ORIGIN, UPGRADE, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
-use super::claims::NoCustomClaims;
+use super::check::ClaimsCheck;
 use super::layer::{Refusal, Verifier};
-use super::token::{self, ExtractError};
-use crate::connection::{Connection, Identity, WsRequest, WsResponse};
-use crate::error::{BoxError, GuardError, GuardErrorKind};
+use super::token::{self, ExtractError, TokenSource};
+use crate::connection::{Connection, Deadline, Identity, WsRequest, WsResponse};
+use crate::error::{BoxError, GuardError, GuardErrorKind, grpc_status, is_grpc};
 use crate::future::{HandshakeFuture, ResponseFuture};
 use crate::message::Message;
 
@@ -20,18 +20,18 @@ use crate::message::Message;
 pub struct JwtAuth<S, C> {
     inner: S,
     verifier: Arc<Verifier>,
+    check: Arc<dyn ClaimsCheck<C>>,
     /// The expiry of the connection's latest token, once it refreshed in-band.
     expires_at: Option<u64>,
-    _claims: PhantomData<fn() -> C>,
 }
 
 impl<S, C> JwtAuth<S, C> {
-    pub(crate) fn new(inner: S, verifier: Arc<Verifier>) -> Self {
+    pub(crate) fn new(inner: S, verifier: Arc<Verifier>, check: Arc<dyn ClaimsCheck<C>>) -> Self {
         Self {
             inner,
             verifier,
+            check,
             expires_at: None,
-            _claims: PhantomData,
         }
     }
 
@@ -45,7 +45,11 @@ impl<S: Clone, C> Clone for JwtAuth<S, C> {
     /// A clone shares the verifier but not the connection state: it is another
     /// connection's service.
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.verifier.clone())
+        Self::new(
+            self.inner.clone(),
+            self.verifier.clone(),
+            self.check.clone(),
+        )
     }
 }
 
@@ -74,75 +78,193 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let found = match token::extract(request.headers(), &self.verifier.sources) {
+        let verifier = &*self.verifier;
+        if !verifier.origins.is_empty()
+            && let Some(origin) = request.headers().get(ORIGIN)
+            && !origin
+                .to_str()
+                .is_ok_and(|origin| verifier.origins.iter().any(|p| p.matches(origin)))
+        {
+            return self.deny(request, Denial::Origin);
+        }
+        let found = token::extract(
+            request.headers(),
+            request.uri(),
+            &verifier.sources,
+            &verifier.names,
+        );
+        let found = match found {
             Ok(Some(found)) => found,
-            Ok(None) if self.verifier.in_band => {
-                request.extensions_mut().insert(self.verifier.auth_window());
+            Ok(None) if verifier.in_band => {
+                request.extensions_mut().insert(verifier.auth_window());
                 return HandshakeFuture::inner(self.inner.call(request));
             }
-            Ok(None) => return HandshakeFuture::rejected(challenge(None)),
-            Err(ExtractError::Malformed(why)) => {
-                return HandshakeFuture::rejected(bad_request(why));
-            }
+            Ok(None) => return self.deny(request, Denial::Missing),
+            Err(ExtractError::Malformed(why)) => return self.deny(request, Denial::Malformed(why)),
             Err(ExtractError::Ambiguous) => {
-                return HandshakeFuture::rejected(bad_request(
-                    "more than one token in the request",
-                ));
+                return self.deny(
+                    request,
+                    Denial::Malformed("more than one token in the request"),
+                );
             }
         };
+        let source = found.source;
         let selected = found
             .protocol
             .map(|protocol| (protocol.to_owned(), found.token.to_owned()));
-        match self.verifier.verify::<C>(found.token) {
-            Ok(claims) => {
-                let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
-                let deadline = self.verifier.expiry(claims.exp);
-                let extensions = request.extensions_mut();
-                extensions.insert(identity);
-                extensions.insert(deadline);
-                extensions.insert(claims);
-                let future = self.inner.call(request);
-                match selected {
-                    Some((protocol, token)) => {
-                        HandshakeFuture::select_bearer(future, protocol, token)
-                    }
-                    None => HandshakeFuture::inner(future),
-                }
-            }
-            Err(refusal) => HandshakeFuture::rejected(challenge(Some(&refusal))),
+        let claims = match verifier.verify::<C>(found.token) {
+            Ok(claims) => claims,
+            Err(refusal) => return self.deny(request, Denial::Token(refusal)),
+        };
+        if let Err(reason) = self.check.check(&claims) {
+            return self.deny(request, Denial::Scope(reason));
+        }
+        if source == TokenSource::Query
+            && let Some(uri) = token::without_query_param(request.uri(), &verifier.names.query)
+        {
+            *request.uri_mut() = uri;
+        }
+        let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
+        let deadline = verifier.expiry(claims.exp);
+        let extensions = request.extensions_mut();
+        extensions.insert(identity);
+        extensions.insert(deadline);
+        extensions.insert(claims);
+        let future = self.inner.call(request);
+        match selected {
+            Some((protocol, token)) => HandshakeFuture::select_bearer(future, protocol, token),
+            None => HandshakeFuture::inner(future),
         }
     }
 }
 
-/// 401 with an RFC 6750 challenge: bare when no token was given, `invalid_token` otherwise.
-fn challenge<B: Default>(refusal: Option<&Refusal>) -> Response<B> {
-    let value = match refusal {
-        None => HeaderValue::from_static("Bearer"),
-        Some(refusal) => bearer_error("invalid_token", refusal.description()),
-    };
-    rejection(StatusCode::UNAUTHORIZED, value)
+/// Why a handshake was refused.
+enum Denial {
+    /// No token: 401 `Bearer`.
+    Missing,
+    /// A malformed source or two tokens: 400 `invalid_request`.
+    Malformed(&'static str),
+    /// A bad token: 401 `invalid_token`.
+    Token(Refusal),
+    /// The claims check refused: 403 `insufficient_scope`.
+    Scope(std::borrow::Cow<'static, str>),
+    /// The Origin is not allowed: 403.
+    Origin,
 }
 
-/// 400 `invalid_request`.
-fn bad_request<B: Default>(why: &'static str) -> Response<B> {
-    rejection(
-        StatusCode::BAD_REQUEST,
-        bearer_error("invalid_request", why),
-    )
+impl Denial {
+    fn description(&self) -> &str {
+        match self {
+            Self::Missing => "no token",
+            Self::Malformed(why) => why,
+            Self::Token(refusal) => refusal.description(),
+            Self::Scope(reason) => reason,
+            Self::Origin => "this origin is not allowed",
+        }
+    }
+
+    fn forbidden(&self) -> bool {
+        matches!(self, Self::Scope(_) | Self::Origin)
+    }
+
+    fn response<B: Default>(&self) -> Response<B> {
+        match self {
+            Self::Missing => rejection(
+                StatusCode::UNAUTHORIZED,
+                Some(HeaderValue::from_static("Bearer")),
+            ),
+            Self::Malformed(why) => rejection(
+                StatusCode::BAD_REQUEST,
+                Some(bearer_error("invalid_request", why)),
+            ),
+            Self::Token(refusal) => rejection(
+                StatusCode::UNAUTHORIZED,
+                Some(bearer_error("invalid_token", refusal.description())),
+            ),
+            Self::Scope(reason) => rejection(
+                StatusCode::FORBIDDEN,
+                Some(bearer_error("insufficient_scope", reason)),
+            ),
+            Self::Origin => rejection(StatusCode::FORBIDDEN, None),
+        }
+    }
+
+    fn guard_error(&self) -> GuardError {
+        let kind = if self.forbidden() {
+            GuardErrorKind::Forbidden
+        } else {
+            GuardErrorKind::Unauthenticated
+        };
+        GuardError::new(kind, self.description().to_owned()).closing()
+    }
+}
+
+impl<S, C> JwtAuth<S, C> {
+    /// Answers a refused handshake: a gRPC status to gRPC, an accepted upgrade closed at
+    /// once in `reject_with_close` mode, else the HTTP status and challenge.
+    fn deny<B, ResBody>(
+        &mut self,
+        mut request: Request<B>,
+        denial: Denial,
+    ) -> HandshakeFuture<S::Future, ResBody>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>>,
+        ResBody: Default,
+    {
+        tracing::debug!(reason = denial.description(), "handshake refused");
+        if is_grpc(request.headers()) {
+            let code = if denial.forbidden() {
+                GRPC_PERMISSION_DENIED
+            } else {
+                GRPC_UNAUTHENTICATED
+            };
+            return HandshakeFuture::rejected(grpc_status(code, denial.description()));
+        }
+        if self.verifier.reject_with_close && is_websocket_upgrade(&request) {
+            // A deadline that has already passed: the driver closes right after the 101.
+            let deadline =
+                Deadline::after(&self.verifier.clock, Duration::ZERO, denial.guard_error());
+            request.extensions_mut().insert(deadline);
+            return HandshakeFuture::inner(self.inner.call(request));
+        }
+        HandshakeFuture::rejected(denial.response())
+    }
+}
+
+const GRPC_UNAUTHENTICATED: u8 = 16;
+const GRPC_PERMISSION_DENIED: u8 = 7;
+
+fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 fn bearer_error(error: &str, description: &str) -> HeaderValue {
-    // Descriptions are our own constant strings: no quotes, visible ASCII.
+    // RFC 6750: the description is visible ASCII without `"` or `\`.
+    let description: String = description
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     HeaderValue::from_str(&format!(
         "Bearer error=\"{error}\", error_description=\"{description}\""
     ))
-    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+    .unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
-fn rejection<B: Default>(status: StatusCode, challenge: HeaderValue) -> Response<B> {
+fn rejection<B: Default>(status: StatusCode, challenge: Option<HeaderValue>) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = status;
-    response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    if let Some(challenge) = challenge {
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
     response
 }
 
@@ -151,6 +273,7 @@ impl<S, C> Service<WsRequest> for JwtAuth<S, C>
 where
     S: Service<WsRequest, Response = WsResponse>,
     S::Error: Into<BoxError>,
+    C: DeserializeOwned + 'static,
 {
     type Response = WsResponse;
     type Error = BoxError;
@@ -189,7 +312,7 @@ where
     }
 }
 
-impl<S, C> JwtAuth<S, C> {
+impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
     /// In-band authentication or refresh: the first `auth` gives the connection its
     /// identity; a later one must be for the same subject and moves the deadline to the new
     /// token's expiry. Anything wrong closes with 4401.
@@ -199,13 +322,16 @@ impl<S, C> JwtAuth<S, C> {
         token: &str,
     ) -> Result<WsResponse, GuardError> {
         let refused = |kind, message: &'static str| GuardError::new(kind, message).closing();
-        let claims =
-            self.verifier
-                .verify::<NoCustomClaims>(token)
-                .map_err(|refusal| match refusal {
-                    Refusal::Expired => refused(GuardErrorKind::TokenExpired, "token expired"),
-                    other => refused(GuardErrorKind::Unauthenticated, other.description()),
-                })?;
+        let claims = self
+            .verifier
+            .verify::<C>(token)
+            .map_err(|refusal| match refusal {
+                Refusal::Expired => refused(GuardErrorKind::TokenExpired, "token expired"),
+                other => refused(GuardErrorKind::Unauthenticated, other.description()),
+            })?;
+        self.check
+            .check(&claims)
+            .map_err(|reason| GuardError::new(GuardErrorKind::Forbidden, reason).closing())?;
         match connection.identity() {
             None => {
                 let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);

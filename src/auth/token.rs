@@ -1,7 +1,7 @@
 //! Finding the token in a handshake request.
 
-use http::HeaderMap;
-use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::{HeaderMap, Uri};
 
 /// The subprotocol that announces a token in `Sec-WebSocket-Protocol: bearer, <token>`.
 pub const BEARER_PROTOCOL: &str = "bearer";
@@ -15,6 +15,19 @@ pub enum TokenSource {
     Header,
     /// `Sec-WebSocket-Protocol: bearer, <token>` (what browsers can send).
     Subprotocol,
+    /// A cookie (`jwt.cookie_name`); needs an Origin allowlist (cross-site WebSocket
+    /// hijacking).
+    Cookie,
+    /// A query parameter (`jwt.query_param`), removed from the URI before the inner service
+    /// sees it, so that it is never logged.
+    Query,
+}
+
+/// The names the cookie and query sources look for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SourceNames {
+    pub(crate) cookie: String,
+    pub(crate) query: String,
 }
 
 /// A token found on the request, and where.
@@ -39,7 +52,9 @@ pub(crate) enum ExtractError {
 /// Takes the one token from the enabled `sources`; `Ok(None)` when there is none.
 pub(crate) fn extract<'a>(
     headers: &'a HeaderMap,
+    uri: &'a Uri,
     sources: &[TokenSource],
+    names: &SourceNames,
 ) -> Result<Option<Found<'a>>, ExtractError> {
     let mut found: Option<Found<'a>> = None;
     for &source in sources {
@@ -48,6 +63,8 @@ pub(crate) fn extract<'a>(
             TokenSource::Subprotocol => {
                 from_subprotocol(headers)?.map(|(protocol, token)| (token, Some(protocol)))
             }
+            TokenSource::Cookie => from_cookie(headers, &names.cookie)?.map(|token| (token, None)),
+            TokenSource::Query => from_query(uri, &names.query)?.map(|token| (token, None)),
         };
         if let Some((token, protocol)) = token {
             if found.is_some() {
@@ -113,6 +130,65 @@ fn from_subprotocol(headers: &HeaderMap) -> Result<Option<(&str, &str)>, Extract
     Ok(token)
 }
 
+fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found = None;
+    for value in headers.get_all(COOKIE) {
+        let value = value
+            .to_str()
+            .map_err(|_| ExtractError::Malformed("Cookie header is not visible ASCII"))?;
+        for pair in value.split(';') {
+            let Some((key, token)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if key != name {
+                continue;
+            }
+            let token = token.trim_matches('"');
+            if token.is_empty() || !is_token68(token) {
+                return Err(ExtractError::Malformed("malformed token cookie"));
+            }
+            if found.replace(token).is_some() {
+                return Err(ExtractError::Ambiguous);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn from_query<'a>(uri: &'a Uri, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found = None;
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let (key, token) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != name {
+            continue;
+        }
+        if token.is_empty() || !is_token68(token) {
+            return Err(ExtractError::Malformed("malformed token parameter"));
+        }
+        if found.replace(token).is_some() {
+            return Err(ExtractError::Ambiguous);
+        }
+    }
+    Ok(found)
+}
+
+/// The URI without the `name` query parameter (so that no log downstream records a token).
+pub(crate) fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
+    let query = uri.query()?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != name)
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    Uri::from_parts(parts).ok()
+}
+
 /// RFC 7235 token68, which a JWT (base64url segments and dots) satisfies.
 fn is_token68(token: &str) -> bool {
     let body = token.trim_end_matches('=');
@@ -128,6 +204,67 @@ mod tests {
     use http::HeaderValue;
 
     const BOTH: &[TokenSource] = &[TokenSource::Header, TokenSource::Subprotocol];
+    const ALL: &[TokenSource] = &[
+        TokenSource::Header,
+        TokenSource::Subprotocol,
+        TokenSource::Cookie,
+        TokenSource::Query,
+    ];
+
+    fn names() -> SourceNames {
+        SourceNames {
+            cookie: "jwt".into(),
+            query: "access_token".into(),
+        }
+    }
+
+    fn extract<'a>(
+        headers: &'a HeaderMap,
+        sources: &[TokenSource],
+    ) -> Result<Option<Found<'a>>, ExtractError> {
+        static URI: std::sync::OnceLock<Uri> = std::sync::OnceLock::new();
+        super::extract(
+            headers,
+            URI.get_or_init(|| Uri::from_static("/ws")),
+            sources,
+            &names(),
+        )
+    }
+
+    #[test]
+    fn cookie_and_query_sources() {
+        let empty = HeaderMap::new();
+        let h = headers(&[(COOKIE, "theme=dark; jwt=c.o.k; other=1")]);
+        let uri = Uri::from_static("/ws");
+        let found = super::extract(&h, &uri, ALL, &names()).unwrap().unwrap();
+        assert_eq!((found.token, found.source), ("c.o.k", TokenSource::Cookie));
+        let uri = Uri::from_static("/ws?room=1&access_token=q.u.e&x=2");
+        let found = super::extract(&empty, &uri, ALL, &names())
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.token, found.source), ("q.u.e", TokenSource::Query));
+        assert_eq!(
+            without_query_param(&uri, "access_token").unwrap(),
+            "/ws?room=1&x=2"
+        );
+        let only = Uri::from_static("/ws?access_token=q.u.e");
+        assert_eq!(without_query_param(&only, "access_token").unwrap(), "/ws");
+        // Both at once is two tokens.
+        assert_eq!(
+            super::extract(&h, &uri, ALL, &names()),
+            Err(ExtractError::Ambiguous)
+        );
+        let twice = Uri::from_static("/ws?access_token=a.b.c&access_token=d.e.f");
+        assert_eq!(
+            super::extract(&empty, &twice, ALL, &names()),
+            Err(ExtractError::Ambiguous)
+        );
+        let bad = Uri::from_static("/ws?access_token=");
+        assert!(matches!(
+            super::extract(&empty, &bad, ALL, &names()),
+            Err(ExtractError::Malformed(_))
+        ));
+    }
 
     fn headers(pairs: &[(http::HeaderName, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

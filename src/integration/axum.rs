@@ -33,9 +33,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::extract::ws::{self, Utf8Bytes as AxumUtf8Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use bytes::Bytes;
+use http::StatusCode;
 use http::request::Parts;
+
+use crate::auth::Claims;
 use tokio_tungstenite::tungstenite;
 
 use crate::connection::Connection;
@@ -105,6 +108,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Connection {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| *addr);
         Ok(Connection::new(peer, parts.extensions.clone()))
+    }
+}
+
+/// Extracts the verified [`Claims`] that [`JwtAuthLayer`](crate::JwtAuthLayer) put on the
+/// request (handlers behind its handshake face). Without the layer on the route: 500.
+impl<S, C> FromRequestParts<S> for Claims<C>
+where
+    S: Send + Sync,
+    C: Clone + Send + Sync + 'static,
+{
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Claims<C>>().cloned().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "claims missing: is JwtAuthLayer on this route?",
+        ))
+    }
+}
+
+/// `Option<Claims<C>>`: `None` where the layer let a request through without claims (in-band
+/// or `reject_with_close` mode).
+impl<S, C> OptionalFromRequestParts<S> for Claims<C>
+where
+    S: Send + Sync,
+    C: Clone + Send + Sync + 'static,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Claims<C>>().cloned())
     }
 }
 

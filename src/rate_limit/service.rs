@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -13,7 +13,7 @@ use super::gcra::{Gcra, Refused};
 use super::layer::{ExceedAction, OpenConnections, Shared};
 use super::store::UserShare;
 use crate::connection::{Identity, WsRequest, WsResponse};
-use crate::error::{BoxError, GuardError, GuardErrorKind};
+use crate::error::{BoxError, GuardError, GuardErrorKind, grpc_status, is_grpc};
 use crate::future::{HandshakeFuture, ResponseFuture};
 use crate::message::Message;
 
@@ -251,10 +251,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let grpc = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        let grpc = is_grpc(request.headers());
         let ip = peer_ip(request.extensions())
             .map(|peer| client_ip(peer, request.headers(), &shared.trusted_proxies));
         if let (Some(attempts), Some(ip)) = (&shared.attempts, ip) {
@@ -316,26 +313,19 @@ impl<S> MessageRateLimit<S> {
             .counters
             .handshakes_refused
             .fetch_add(1, Ordering::Relaxed);
-        let mut response = Response::new(ResBody::default());
-        if !grpc {
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        }
-        let headers = response.headers_mut();
-        if grpc {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            headers.insert("grpc-status", HeaderValue::from_static("8"));
-            headers.insert(
-                "grpc-message",
-                HeaderValue::from_static(message_percent_encoded(message)),
-            );
-            if let Some(retry_after) = retry_after {
-                headers.insert(
-                    "retry-after-ms",
-                    HeaderValue::from(retry_after.as_millis().min(u128::from(u64::MAX)) as u64),
-                );
-            }
+        let mut response = if grpc {
+            grpc_status(GRPC_RESOURCE_EXHAUSTED, message)
         } else {
-            if let Some(retry_after) = retry_after {
+            let mut response = Response::new(ResBody::default());
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response
+        };
+        if let Some(retry_after) = retry_after {
+            let headers = response.headers_mut();
+            if grpc {
+                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                headers.insert("retry-after-ms", HeaderValue::from(millis));
+            } else {
                 let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
                 headers.insert(
                     RETRY_AFTER,
@@ -347,10 +337,5 @@ impl<S> MessageRateLimit<S> {
     }
 }
 
-/// Our messages are ASCII words and spaces: percent-encoded per the gRPC spec.
-fn message_percent_encoded(message: &'static str) -> &'static str {
-    match message {
-        "too many connection attempts" => "too%20many%20connection%20attempts",
-        _ => "too%20many%20open%20connections",
-    }
-}
+/// gRPC's RESOURCE_EXHAUSTED.
+const GRPC_RESOURCE_EXHAUSTED: u8 = 8;

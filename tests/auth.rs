@@ -1,0 +1,568 @@
+//! JwtAuthLayer's handshake face under attack, its token sources, Origin allowlist, gRPC
+//! answers, the browser mode, the claims check and the axum extractor.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use http::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_ws_guard::auth::{Claims, JwtConfig, TokenSource};
+use tower_ws_guard::{Identity, JwtAuthLayer};
+
+use support::{SECRET, token};
+
+const FAR: u64 = 4_000_000_000;
+
+/// Calls the handshake face; the response and whether the inner service ran (and with
+/// which URI).
+async fn handshake(
+    layer: &JwtAuthLayer,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (Response<()>, Option<String>) {
+    let seen = Arc::new(Mutex::new(None));
+    let record = seen.clone();
+    let service = layer.layer(service_fn(move |request: Request<()>| {
+        assert!(request.extensions().get::<Identity>().is_some());
+        *record.lock().unwrap() = Some(request.uri().to_string());
+        async { Ok::<_, Infallible>(Response::new(())) }
+    }));
+    let mut request = Request::builder().uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = service.oneshot(request.body(()).unwrap()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (response, seen)
+}
+
+fn challenge(response: &Response<()>) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token assembled by hand: any header, any payload text, signed with the secret.
+fn forged(header: &str, payload: &str) -> String {
+    signed(&format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(payload.as_bytes())
+    ))
+}
+
+/// `signing_input` with a valid HS256 signature appended.
+fn signed(signing_input: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn the_attack_suite_is_refused_with_the_exact_answer_and_never_reaches_the_service() {
+    let layer = JwtAuthLayer::hs256(SECRET)
+        .unwrap()
+        .issuer("https://auth.test")
+        .audience("chat");
+    let good = json!({"sub": "alice", "exp": FAR, "iss": "https://auth.test", "aud": "chat"});
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut claims = good.clone();
+        change(&mut claims);
+        token(SECRET, &claims)
+    };
+    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let payload = good.to_string();
+    let (sig_input, _) = forged(hs, &payload)
+        .rsplit_once('.')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(payload.as_bytes())
+            ),
+            401,
+            "the header is malformed or names an algorithm that is not accepted",
+        ),
+        (
+            "alg none, forged signature",
+            forged(r#"{"alg":"none"}"#, &payload),
+            401,
+            "the header is malformed or names an algorithm that is not accepted",
+        ),
+        (
+            "HS512 not allowed",
+            forged(r#"{"alg":"HS512"}"#, &payload),
+            401,
+            "the algorithm is not accepted",
+        ),
+        (
+            "RS256 with the secret as key",
+            forged(r#"{"alg":"RS256"}"#, &payload),
+            401,
+            "the algorithm is not accepted",
+        ),
+        (
+            "expired",
+            with(&|c| c["exp"] = json!(1_000_000_000)),
+            401,
+            "the token expired",
+        ),
+        (
+            "nbf in the future",
+            with(&|c| c["nbf"] = json!(FAR - 1)),
+            401,
+            "the token is not valid yet",
+        ),
+        (
+            "wrong issuer",
+            with(&|c| c["iss"] = json!("https://evil.test")),
+            401,
+            "the issuer is not accepted",
+        ),
+        (
+            "missing issuer",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+            401,
+            "a required claim is missing",
+        ),
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = json!("other")),
+            401,
+            "the audience is not accepted",
+        ),
+        (
+            "missing audience",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+            401,
+            "a required claim is missing",
+        ),
+        (
+            "missing exp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            401,
+            "the claims are malformed or lack `sub` or `exp`",
+        ),
+        (
+            "missing sub",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+            401,
+            "the claims are malformed or lack `sub` or `exp`",
+        ),
+        (
+            "bad signature",
+            format!("{sig_input}.{}", b64(b"not the signature")),
+            401,
+            "the signature does not verify",
+        ),
+        (
+            "bad base64, validly signed",
+            signed(&format!("{}.A", b64(hs.as_bytes()))),
+            401,
+            "the token is malformed",
+        ),
+        (
+            "two segments",
+            sig_input.clone(),
+            401,
+            "the token is malformed",
+        ),
+        (
+            "four segments",
+            format!("{}.x", forged(hs, &payload)),
+            401,
+            "",
+        ),
+        (
+            "oversized",
+            format!("{}.{}.{}", b64(hs.as_bytes()), "A".repeat(9000), "sig"),
+            401,
+            "the token is too large",
+        ),
+        (
+            "duplicate claims",
+            forged(
+                hs,
+                r#"{"sub":"alice","sub":"admin","exp":4000000000,"iss":"https://auth.test","aud":"chat"}"#,
+            ),
+            401,
+            "",
+        ),
+        (
+            "unknown crit",
+            forged(
+                r#"{"alg":"HS256","crit":["exp-ext"],"exp-ext":1}"#,
+                &payload,
+            ),
+            401,
+            "the token is malformed",
+        ),
+        (
+            "crit b64, which jsonwebtoken would allow",
+            forged(r#"{"alg":"HS256","crit":["b64"],"b64":true}"#, &payload),
+            401,
+            "the token names critical header extensions",
+        ),
+    ];
+    // Not even token68: malformed credentials are a 400.
+    let (response, reached) =
+        handshake(&layer, "/ws", &[("authorization", "Bearer a!b.c.d")]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(reached, None);
+    for (name, bad, status, description) in cases {
+        let (response, reached) = handshake(
+            &layer,
+            "/ws",
+            &[("authorization", &format!("Bearer {bad}"))],
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        let got = challenge(&response);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            assert!(
+                got.starts_with("Bearer error=\"invalid_token\""),
+                "{name}: {got}"
+            );
+            assert!(got.contains(description), "{name}: {got}");
+        }
+        assert!(!got.contains(&bad), "{name}: the token is echoed");
+        assert_eq!(reached, None, "{name}: the inner service ran");
+    }
+    // The good one passes, so the refusals above are about what they name.
+    let (response, reached) = handshake(
+        &layer,
+        "/ws",
+        &[("authorization", &format!("Bearer {}", token(SECRET, &good)))],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(reached.is_some());
+}
+
+#[tokio::test]
+async fn a_jku_header_is_never_followed() {
+    // A token pointing at a key set elsewhere, signed with an unknown key: refused, and no
+    // request leaves the process (there is no HTTP client on this path at all).
+    let layer = JwtAuthLayer::hs256(SECRET).unwrap();
+    let header = r#"{"alg":"HS256","jku":"http://127.0.0.1:9/keys.json","kid":"evil"}"#;
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(br#"{"sub":"mallory","exp":4000000000}"#)
+    );
+    let bad = format!("{signing_input}.{}", b64(b"signed with the attacker's key"));
+    let (response, reached) = handshake(
+        &layer,
+        "/ws",
+        &[("authorization", &format!("Bearer {bad}"))],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(reached, None);
+}
+
+#[tokio::test]
+async fn cookie_and_query_sources_are_opt_in_and_the_query_token_is_removed() {
+    let mut config = JwtConfig::with_secret(SECRET);
+    config.sources = vec![TokenSource::Header, TokenSource::Cookie, TokenSource::Query];
+    let error = JwtAuthLayer::from_config(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("allowed_origins"),
+        "cookie without an Origin allowlist: {error}"
+    );
+    config.allowed_origins = vec!["https://chat.test".into()];
+    let layer = JwtAuthLayer::from_config(&config).unwrap();
+    let good = token(SECRET, &json!({"sub": "alice", "exp": FAR}));
+
+    let cookie = format!("theme=dark; access_token={good}");
+    let (response, reached) = handshake(
+        &layer,
+        "/ws",
+        &[("cookie", &cookie), ("origin", "https://chat.test")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(reached.is_some());
+
+    let (response, reached) =
+        handshake(&layer, &format!("/ws?room=1&access_token={good}"), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        reached.as_deref(),
+        Some("/ws?room=1"),
+        "the token never reaches a log"
+    );
+
+    // The default sources ignore both.
+    let default = JwtAuthLayer::hs256(SECRET).unwrap();
+    let (response, _) = handshake(
+        &default,
+        &format!("/ws?access_token={good}"),
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_refused_origin_is_403_whatever_the_token() {
+    let layer = JwtAuthLayer::hs256(SECRET)
+        .unwrap()
+        .allowed_origins(&["https://chat.test", "https://*.example.test"])
+        .unwrap();
+    let good = format!(
+        "Bearer {}",
+        token(SECRET, &json!({"sub": "alice", "exp": FAR}))
+    );
+    for (origin, status) in [
+        ("https://chat.test", 200),
+        ("https://a.example.test", 200),
+        ("https://evil.test", 403),
+        ("https://example.test", 403),
+        ("https://chat.test.evil.test", 403),
+        ("null", 403),
+    ] {
+        let (response, reached) = handshake(
+            &layer,
+            "/ws",
+            &[("authorization", &good), ("origin", origin)],
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), status, "{origin}");
+        assert_eq!(reached.is_some(), status == 200, "{origin}");
+    }
+    let (response, _) = handshake(&layer, "/ws", &[("authorization", &good)]).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "no Origin: not a browser, not judged"
+    );
+}
+
+#[tokio::test]
+async fn grpc_requests_get_a_trailers_only_status() {
+    let layer = JwtAuthLayer::hs256(SECRET)
+        .unwrap()
+        .allowed_origins(&["https://chat.test"])
+        .unwrap();
+    let grpc = ("content-type", "application/grpc");
+    let (response, _) = handshake(&layer, "/chat.Chat/Stream", &[grpc]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "16");
+    assert_eq!(response.headers()["grpc-message"], "no token");
+    let (response, _) = handshake(
+        &layer,
+        "/chat.Chat/Stream",
+        &[grpc, ("origin", "https://evil.test")],
+    )
+    .await;
+    assert_eq!(response.headers()["grpc-status"], "7");
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Roles {
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_claims_check_refuses_with_403_insufficient_scope() {
+    let layer = JwtAuthLayer::hs256(SECRET)
+        .unwrap()
+        .claims::<Roles>()
+        .with_claims_check(|claims: &Claims<Roles>| {
+            claims.custom.roles.iter().any(|r| r == "chat")
+        });
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let service = layer.layer(service_fn(move |request: Request<()>| {
+        let claims = request
+            .extensions()
+            .get::<Claims<Roles>>()
+            .cloned()
+            .unwrap();
+        assert_eq!(claims.custom.roles, ["chat"]);
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(())) }
+    }));
+    let request = |roles: Value| {
+        let bearer = format!(
+            "Bearer {}",
+            token(SECRET, &json!({"sub": "a", "exp": FAR, "roles": roles}))
+        );
+        Request::builder()
+            .header("authorization", bearer)
+            .body(())
+            .unwrap()
+    };
+    let refused = service
+        .clone()
+        .oneshot(request(json!(["viewer"])))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(challenge_of(&refused).starts_with("Bearer error=\"insufficient_scope\""));
+    let allowed = service
+        .clone()
+        .oneshot(request(json!(["chat"])))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+fn challenge_of(response: &Response<()>) -> String {
+    challenge(response)
+}
+
+#[tokio::test]
+async fn the_token_never_appears_in_logs() {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, not scoped: tests run on many threads, and this one must see every event.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let layer = JwtAuthLayer::hs256(SECRET).unwrap();
+    let good = token(SECRET, &json!({"sub": "alice", "exp": FAR}));
+    let expired = token(SECRET, &json!({"sub": "alice", "exp": 1}));
+    for bearer in [&good, &expired] {
+        handshake(
+            &layer,
+            "/ws",
+            &[("authorization", &format!("Bearer {bearer}"))],
+        )
+        .await;
+    }
+    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("handshake refused"),
+        "the refusal is logged: {logs}"
+    );
+    for secret in [good.as_str(), expired.as_str(), SECRET] {
+        assert!(!logs.contains(secret));
+    }
+    assert!(!format!("{layer:?}").contains(SECRET));
+}
+
+mod browser {
+    use super::*;
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::routing::get;
+    use tower_ws_guard::{Connection, Driver, WsRequest, WsResponse};
+
+    use crate::support::{closed, connect, serve};
+
+    /// An echo server whose route is guarded by `layer`; it also reads the claims with the
+    /// axum extractor.
+    async fn server(layer: JwtAuthLayer) -> std::net::SocketAddr {
+        let stack = layer.clone();
+        let router =
+            axum::Router::new().route(
+                "/ws",
+                get(
+                    move |upgrade: WebSocketUpgrade,
+                          connection: Connection,
+                          claims: Option<Claims>| async move {
+                        let subject = claims.map(|c| c.sub);
+                        upgrade
+                            .protocols(["bearer"])
+                            .on_upgrade(move |socket| async move {
+                                let echo = service_fn(move |_: WsRequest| {
+                                    let reply = subject.clone().unwrap_or_default();
+                                    async move { Ok::<_, Infallible>(WsResponse::message(reply)) }
+                                });
+                                Driver::new(stack.layer(echo)).run(socket, connection).await;
+                            })
+                    },
+                )
+                .route_layer(layer),
+            );
+        serve(router).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_is_accepted_then_closed_with_a_code_a_browser_can_read() {
+        let layer = JwtAuthLayer::hs256(SECRET)
+            .unwrap()
+            .allowed_origins(&["https://chat.test"])
+            .unwrap()
+            .reject_with_close();
+        let addr = server(layer).await;
+        let (mut client, response) = connect(addr, "/ws", &[]).await.unwrap();
+        assert_eq!(response.status(), 101);
+        assert_eq!(closed(&mut client).await, (4401, "no token".to_owned()));
+
+        let good = token(SECRET, &json!({"sub": "alice", "exp": FAR}));
+        let bearer = format!("bearer, {good}");
+        let (mut client, _) = connect(
+            addr,
+            "/ws",
+            &[
+                ("sec-websocket-protocol", &bearer),
+                ("origin", "https://evil.test"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            closed(&mut client).await,
+            (4403, "this origin is not allowed".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn handlers_read_the_claims_with_the_extractor() {
+        use futures_util::SinkExt;
+        let addr = server(JwtAuthLayer::hs256(SECRET).unwrap()).await;
+        let good = token(SECRET, &json!({"sub": "alice", "exp": FAR}));
+        let (mut client, _) = connect(addr, "/ws", &[("authorization", &format!("Bearer {good}"))])
+            .await
+            .unwrap();
+        client
+            .send(tokio_tungstenite::tungstenite::Message::text("who am I?"))
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::support::next(&mut client).await,
+            tokio_tungstenite::tungstenite::Message::text("alice")
+        );
+    }
+}
