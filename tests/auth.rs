@@ -566,3 +566,307 @@ mod browser {
         );
     }
 }
+
+mod keys {
+    use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use tower_ws_guard::auth::{IssuerConfig, KeyConfig};
+
+    fn key_file(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/keys")
+            .join(name)
+    }
+
+    fn private(name: &str, algorithm: Algorithm) -> EncodingKey {
+        let pem = std::fs::read(key_file(name)).unwrap();
+        match algorithm {
+            Algorithm::RS256 | Algorithm::PS256 => EncodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            _ => unreachable!(),
+        }
+        .unwrap()
+    }
+
+    fn sign(algorithm: Algorithm, private_key: &str, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &private(private_key, algorithm)).unwrap()
+    }
+
+    fn pem_key(kid: Option<&str>, algorithm: &str, file: &str) -> KeyConfig {
+        let mut key = KeyConfig::default();
+        key.kid = kid.map(str::to_owned);
+        key.algorithm = algorithm.to_owned();
+        key.pem_file = Some(key_file(file));
+        key
+    }
+
+    async fn status(layer: &JwtAuthLayer, token: &str) -> (u16, String) {
+        let (response, _) = handshake(
+            layer,
+            "/ws",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        (response.status().as_u16(), challenge(&response))
+    }
+
+    #[tokio::test]
+    async fn rs256_es256_and_eddsa_keys_from_pem_files() {
+        let mut config = JwtConfig::default();
+        config.keys = vec![
+            pem_key(Some("rsa"), "RS256", "rsa_public.pem"),
+            pem_key(Some("ec"), "ES256", "ec_public.pem"),
+            pem_key(Some("ed"), "EdDSA", "ed_public.pem"),
+        ];
+        let layer = JwtAuthLayer::from_config(&config).unwrap();
+        let claims = json!({"sub": "alice", "exp": FAR});
+        for (algorithm, file, kid) in [
+            (Algorithm::RS256, "rsa_private.pem", "rsa"),
+            (Algorithm::ES256, "ec_private.pem", "ec"),
+            (Algorithm::EdDSA, "ed_private.pem", "ed"),
+        ] {
+            assert_eq!(
+                status(&layer, &sign(algorithm, file, Some(kid), &claims))
+                    .await
+                    .0,
+                200,
+                "{algorithm:?}"
+            );
+        }
+        // Signed by another RSA key under a known kid: the signature fails.
+        let (code, why) = status(
+            &layer,
+            &sign(Algorithm::RS256, "rsa2_private.pem", Some("rsa"), &claims),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("the signature does not verify")),
+            (401, true),
+            "{why}"
+        );
+        // An unknown kid.
+        let (code, why) = status(
+            &layer,
+            &sign(Algorithm::RS256, "rsa_private.pem", Some("nope"), &claims),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("no key has this key id")),
+            (401, true),
+            "{why}"
+        );
+        // A kid whose key is of another algorithm: PS256 under the RS256 key's id.
+        let (code, why) = status(
+            &layer,
+            &sign(Algorithm::PS256, "rsa_private.pem", Some("rsa"), &claims),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("the algorithm is not accepted")),
+            (401, true),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_rsa_public_key_is_refused() {
+        // The classic algorithm confusion: the attacker knows the RSA public key and uses
+        // its PEM text as an HMAC secret.
+        let mut config = JwtConfig::default();
+        config.keys = vec![pem_key(Some("rsa"), "RS256", "rsa_public.pem")];
+        let layer = JwtAuthLayer::from_config(&config).unwrap();
+        let public_pem = std::fs::read(key_file("rsa_public.pem")).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa".into());
+        let forged = jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "mallory", "exp": FAR}),
+            &EncodingKey::from_secret(&public_pem).unwrap(),
+        )
+        .unwrap();
+        let (code, why) = status(&layer, &forged).await;
+        assert_eq!(
+            (code, why.contains("the algorithm is not accepted")),
+            (401, true),
+            "{why}"
+        );
+    }
+
+    fn jwks_file(keys: &[(&str, Algorithm, &str)]) -> tempfile_path::TempPath {
+        let set = JwkSet {
+            keys: keys
+                .iter()
+                .map(|(file, algorithm, kid)| {
+                    let mut jwk =
+                        Jwk::from_encoding_key(&private(file, *algorithm), *algorithm).unwrap();
+                    jwk.common.key_id = Some((*kid).to_owned());
+                    jwk
+                })
+                .collect(),
+        };
+        tempfile_path::TempPath::with(&serde_json::to_string(&set).unwrap())
+    }
+
+    /// A file removed on drop, without another dependency.
+    mod tempfile_path {
+        pub(super) struct TempPath(pub(super) std::path::PathBuf);
+        impl TempPath {
+            pub(super) fn with(contents: &str) -> Self {
+                static NEXT: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("tower-ws-guard-{}-{n}.json", std::process::id()));
+                std::fs::write(&path, contents).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_are_looked_up_by_issuer_and_kid_never_by_kid_alone() {
+        let first = jwks_file(&[("rsa_private.pem", Algorithm::RS256, "shared-kid")]);
+        let second = jwks_file(&[
+            ("rsa2_private.pem", Algorithm::RS256, "shared-kid"),
+            ("ec_private.pem", Algorithm::ES256, "only-second"),
+        ]);
+        let mut config = JwtConfig::default();
+        let mut a = IssuerConfig::default();
+        a.issuer = "https://a.test".into();
+        a.jwks_file = Some(first.0.clone());
+        let mut b = IssuerConfig::default();
+        b.issuer = "https://b.test".into();
+        b.jwks_file = Some(second.0.clone());
+        config.issuers = vec![a, b];
+        let layer = JwtAuthLayer::from_config(&config).unwrap();
+        let claims = |iss: &str| json!({"sub": "alice", "exp": FAR, "iss": iss});
+
+        assert_eq!(
+            status(
+                &layer,
+                &sign(
+                    Algorithm::RS256,
+                    "rsa_private.pem",
+                    Some("shared-kid"),
+                    &claims("https://a.test")
+                )
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            status(
+                &layer,
+                &sign(
+                    Algorithm::RS256,
+                    "rsa2_private.pem",
+                    Some("shared-kid"),
+                    &claims("https://b.test")
+                )
+            )
+            .await
+            .0,
+            200
+        );
+        // B's key under B's kid, claiming to be A: A's key with that kid does not verify it.
+        let (code, why) = status(
+            &layer,
+            &sign(
+                Algorithm::RS256,
+                "rsa2_private.pem",
+                Some("shared-kid"),
+                &claims("https://a.test"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("the signature does not verify")),
+            (401, true),
+            "{why}"
+        );
+        // A kid that exists only under the other issuer.
+        let (code, why) = status(
+            &layer,
+            &sign(
+                Algorithm::ES256,
+                "ec_private.pem",
+                Some("only-second"),
+                &claims("https://a.test"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("no key has this key id")),
+            (401, true),
+            "{why}"
+        );
+        // An issuer nobody configured.
+        let (code, why) = status(
+            &layer,
+            &sign(
+                Algorithm::RS256,
+                "rsa_private.pem",
+                Some("shared-kid"),
+                &claims("https://c.test"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (code, why.contains("the issuer is not accepted")),
+            (401, true),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn bad_key_configs_are_config_errors() {
+        let enc = {
+            let mut jwk = Jwk::from_encoding_key(
+                &private("rsa_private.pem", Algorithm::RS256),
+                Algorithm::RS256,
+            )
+            .unwrap();
+            jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+            tempfile_path::TempPath::with(
+                &serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
+            )
+        };
+        let mut enc_config = JwtConfig::default();
+        enc_config.jwks_file = Some(enc.0.clone());
+        let mut duplicate = JwtConfig::default();
+        duplicate.keys = vec![
+            pem_key(Some("k"), "RS256", "rsa_public.pem"),
+            pem_key(Some("k"), "ES256", "ec_public.pem"),
+        ];
+        let mut missing = JwtConfig::default();
+        missing.keys = vec![pem_key(None, "RS256", "no_such_file.pem")];
+        let mut wrong_type = JwtConfig::default();
+        wrong_type.keys = vec![pem_key(None, "ES256", "rsa_public.pem")];
+        let mut hmac_with_pem = JwtConfig::default();
+        hmac_with_pem.keys = vec![pem_key(None, "HS256", "rsa_public.pem")];
+        let mut none = JwtConfig::default();
+        none.keys = vec![pem_key(None, "none", "rsa_public.pem")];
+        for (config, needle) in [
+            (enc_config, "`use` is not `sig`"),
+            (duplicate, "two keys with the id `k`"),
+            (missing, "no_such_file.pem"),
+            (wrong_type, "cannot be read"),
+            (hmac_with_pem, "needs `secret`"),
+            (none, "unsupported algorithm `none`"),
+            (JwtConfig::default(), "no key"),
+        ] {
+            let error = JwtAuthLayer::from_config(&config).unwrap_err().to_string();
+            assert!(error.contains(needle), "{needle}: {error}");
+        }
+    }
+}

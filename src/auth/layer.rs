@@ -2,13 +2,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::path::PathBuf;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 
 use super::check::{AllowAll, ClaimsCheck};
 use super::claims::{Claims, NoCustomClaims};
+use super::keys::{
+    IssuerConfig, IssuerKeys, KeyConfig, KeyEntry, KeyRing, MIN_HMAC_SECRET_BYTES, hmac_secret,
+    load_jwks, load_key, validation,
+};
 use super::origin::OriginPattern;
 use super::service::JwtAuth;
 use super::token::{SourceNames, TokenSource};
@@ -68,6 +74,12 @@ pub struct JwtConfig {
     /// 4401/4403 and a reason, which a browser can read (it cannot read a handshake's
     /// status). Off by default.
     pub reject_with_close: bool,
+    /// More keys of the default issuer (public keys in PEM, or HMAC secrets).
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS file with keys of the default issuer.
+    pub jwks_file: Option<PathBuf>,
+    /// Other issuers, each with its own keys; a token's key is looked up by (issuer, kid).
+    pub issuers: Vec<IssuerConfig>,
 }
 
 impl Default for JwtConfig {
@@ -87,6 +99,9 @@ impl Default for JwtConfig {
             query_param: "access_token".to_owned(),
             allowed_origins: Vec::new(),
             reject_with_close: false,
+            keys: Vec::new(),
+            jwks_file: None,
+            issuers: Vec::new(),
         }
     }
 }
@@ -115,9 +130,6 @@ impl JwtConfig {
 
 /// The default cap on token length.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// The shortest HMAC secret accepted: as long as the SHA-256 output (RFC 7518 §3.2).
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// Authenticates WebSocket connections with JWTs.
 ///
@@ -162,8 +174,9 @@ impl<C> fmt::Debug for JwtAuthLayer<C> {
 /// Everything needed to verify a token; shared by all connections.
 #[derive(Clone)]
 pub(crate) struct Verifier {
-    pub(crate) key: DecodingKey,
-    pub(crate) validation: Validation,
+    pub(crate) ring: Arc<KeyRing>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
     pub(crate) leeway: u64,
     pub(crate) max_token_bytes: usize,
     pub(crate) sources: Vec<TokenSource>,
@@ -178,10 +191,9 @@ pub(crate) struct Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("key", &"[redacted]")
-            .field("algorithms", &self.validation.algorithms)
-            .field("issuer", &self.validation.iss)
-            .field("audience", &self.validation.aud)
+            .field("keys", &self.ring)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
             .field("leeway", &self.leeway)
             .field("max_token_bytes", &self.max_token_bytes)
             .field("sources", &self.sources)
@@ -198,59 +210,28 @@ impl JwtAuthLayer<NoCustomClaims> {
     /// # Errors
     /// The secret is shorter than [`MIN_HMAC_SECRET_BYTES`].
     pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        Self::from_parts(secret.as_ref(), &JwtConfig::default())
+        Self::build(&JwtConfig::default(), Some(secret.as_ref()))
     }
 
-    /// Builds the layer from its config section, reading the secret from the environment
-    /// when `secret_env` is set.
+    /// Builds the layer from its config section, reading secrets from the environment and
+    /// keys from files as it says.
     ///
     /// # Errors
-    /// No secret, an empty or short secret, a missing environment variable, an unsupported
-    /// algorithm, no token source, or a zero token cap.
+    /// No key at all, a short secret, a missing environment variable or file, an unreadable
+    /// key, an unsupported algorithm, a JWK meant for encryption, two keys with one id, no
+    /// token source, a zero token cap, a cookie source without an Origin allowlist, or no
+    /// crypto provider.
     pub fn from_config(config: &JwtConfig) -> Result<Self, ConfigError> {
-        let secret = match (&config.secret, &config.secret_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "jwt",
-                    "set either `secret` or `secret_env`, not both",
-                ));
-            }
-            (Some(secret), None) => secret.expose().to_owned(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::invalid(
-                    "jwt.secret_env",
-                    format!("environment variable `{var}` is not set or not UTF-8"),
-                )
-            })?,
-            (None, None) => {
-                return Err(ConfigError::invalid(
-                    "jwt",
-                    "no key: set `secret` or `secret_env`",
-                ));
-            }
-        };
-        Self::from_parts(secret.as_bytes(), config)
+        Self::build(config, None)
     }
 
-    fn from_parts(secret: &[u8], config: &JwtConfig) -> Result<Self, ConfigError> {
-        if secret.len() < MIN_HMAC_SECRET_BYTES {
+    fn build(config: &JwtConfig, secret: Option<&[u8]>) -> Result<Self, ConfigError> {
+        if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
             return Err(ConfigError::invalid(
-                "jwt.secret",
-                format!(
-                    "the HMAC secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (got {})",
-                    secret.len()
-                ),
+                "jwt",
+                "no crypto provider: enable exactly one of jsonwebtoken's `rust_crypto` and `aws_lc_rs` features, or install one",
             ));
         }
-        let algorithm = match config.algorithm.as_str() {
-            "HS256" => Algorithm::HS256,
-            other => {
-                return Err(ConfigError::invalid(
-                    "jwt.algorithm",
-                    format!("unsupported algorithm `{other}` (supported: HS256)"),
-                ));
-            }
-        };
         if config.sources.is_empty() {
             return Err(ConfigError::invalid(
                 "jwt.sources",
@@ -280,20 +261,12 @@ impl JwtAuthLayer<NoCustomClaims> {
                 "must be above zero",
             ));
         }
-        let mut validation = Validation::new(algorithm);
-        // Time claims are checked by the guard itself, against its own clock, with no
-        // default leeway (jsonwebtoken's default is 60 s and treats `exp == now` as valid).
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let key = DecodingKey::from_secret(secret)
-            .map_err(|e| ConfigError::invalid("jwt.secret", e.to_string()))?;
-        let mut layer = Self {
+        let ring = key_ring(config, secret)?;
+        Ok(Self {
             shared: Arc::new(Verifier {
-                key,
-                validation,
+                ring: Arc::new(ring),
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
                 leeway: config.leeway.as_secs(),
                 max_token_bytes: config.max_token_bytes,
                 sources: config.sources.clone(),
@@ -308,15 +281,116 @@ impl JwtAuthLayer<NoCustomClaims> {
                 clock: Clock::system(),
             }),
             check: Arc::new(AllowAll),
-        };
-        if let Some(issuer) = &config.issuer {
-            layer = layer.issuer(issuer);
-        }
-        if let Some(audience) = &config.audience {
-            layer = layer.audience(audience);
-        }
-        Ok(layer)
+        })
     }
+}
+
+/// A loaded key: its id, algorithm and key.
+type Loaded = (Option<String>, Algorithm, DecodingKey);
+
+/// Every key of the config, ready to verify.
+fn key_ring(config: &JwtConfig, secret: Option<&[u8]>) -> Result<KeyRing, ConfigError> {
+    let mut default: Vec<Loaded> = Vec::new();
+    let legacy = match secret {
+        Some(secret) => Some(secret.to_vec()),
+        None => hmac_secret(config.secret.as_ref(), config.secret_env.as_deref(), "jwt")?,
+    };
+    if let Some(secret) = legacy {
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "jwt.secret",
+                format!(
+                    "the HMAC secret must be at least {MIN_HMAC_SECRET_BYTES} bytes (got {})",
+                    secret.len()
+                ),
+            ));
+        }
+        let algorithm = match config.algorithm.as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            other => {
+                return Err(ConfigError::invalid(
+                    "jwt.algorithm",
+                    format!(
+                        "unsupported algorithm `{other}` for `secret` (HS256, HS384, HS512; other keys go in `keys`)"
+                    ),
+                ));
+            }
+        };
+        let key = DecodingKey::from_secret(&secret)
+            .map_err(|e| ConfigError::invalid("jwt.secret", e.to_string()))?;
+        default.push((None, algorithm, key));
+    }
+    for (i, key) in config.keys.iter().enumerate() {
+        default.push(load_key(key, &format!("jwt.keys[{i}]"))?);
+    }
+    if let Some(path) = &config.jwks_file {
+        default.extend(load_jwks(path, "jwt.jwks_file")?);
+    }
+    let mut ring = KeyRing::default();
+    if !default.is_empty() {
+        ring.issuers.push(assemble(config, None, default, "jwt")?);
+    }
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        let field = format!("jwt.issuers[{i}]");
+        if issuer.issuer.is_empty() {
+            return Err(ConfigError::invalid(field, "`issuer` is required"));
+        }
+        let mut loaded = Vec::new();
+        for (j, key) in issuer.keys.iter().enumerate() {
+            loaded.push(load_key(key, &format!("{field}.keys[{j}]"))?);
+        }
+        if let Some(path) = &issuer.jwks_file {
+            loaded.extend(load_jwks(path, &format!("{field}.jwks_file"))?);
+        }
+        if loaded.is_empty() {
+            return Err(ConfigError::invalid(
+                field,
+                "an issuer needs `keys` or `jwks_file`",
+            ));
+        }
+        ring.issuers
+            .push(assemble(config, Some(&issuer.issuer), loaded, &field)?);
+    }
+    if ring.issuers.is_empty() {
+        return Err(ConfigError::invalid(
+            "jwt",
+            "no key: set `secret`, `secret_env`, `keys`, `jwks_file` or `issuers`",
+        ));
+    }
+    Ok(ring)
+}
+
+/// One issuer's keys, each with its validation; two keys with one id are an error.
+fn assemble(
+    config: &JwtConfig,
+    issuer: Option<&str>,
+    loaded: Vec<Loaded>,
+    field: &str,
+) -> Result<IssuerKeys, ConfigError> {
+    let mut keys: Vec<KeyEntry> = Vec::new();
+    for (kid, algorithm, key) in loaded {
+        if let Some(id) = &kid
+            && keys.iter().any(|k| k.kid.as_ref() == Some(id))
+        {
+            return Err(ConfigError::invalid(
+                field,
+                format!("two keys with the id `{id}`"),
+            ));
+        }
+        let named = issuer.or(config.issuer.as_deref());
+        keys.push(KeyEntry {
+            kid,
+            algorithm,
+            key,
+            validation: validation(algorithm, named, config.audience.as_deref()),
+        });
+    }
+    Ok(IssuerKeys {
+        issuer: issuer.map(str::to_owned),
+        keys,
+    })
 }
 
 impl<C> JwtAuthLayer<C> {
@@ -325,12 +399,12 @@ impl<C> JwtAuthLayer<C> {
         self
     }
 
-    /// Requires tokens to carry `iss` equal to `issuer`.
+    /// Requires tokens of the default issuer to carry `iss` equal to `issuer`.
     pub fn issuer(self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
         self.update(|v| {
-            v.validation.set_issuer(&[issuer]);
-            v.validation.required_spec_claims.insert("iss".to_owned());
+            v.issuer = Some(issuer);
+            v.revalidate();
         })
     }
 
@@ -338,9 +412,8 @@ impl<C> JwtAuthLayer<C> {
     pub fn audience(self, audience: impl Into<String>) -> Self {
         let audience = audience.into();
         self.update(|v| {
-            v.validation.set_audience(&[audience]);
-            v.validation.validate_aud = true;
-            v.validation.required_spec_claims.insert("aud".to_owned());
+            v.audience = Some(audience);
+            v.revalidate();
         })
     }
 
@@ -452,7 +525,8 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(Refusal::TooLarge);
         }
-        let data = jsonwebtoken::decode::<Claims<C>>(token, &self.key, &self.validation)
+        let entry = self.key_for(token)?;
+        let data = jsonwebtoken::decode::<Claims<C>>(token, &entry.key, &entry.validation)
             .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
         if data.header.crit.is_some() {
             // RFC 7515 §4.1.11: an extension the recipient does not understand is fatal,
@@ -476,6 +550,63 @@ impl Verifier {
             return Err(Refusal::NotYetValid);
         }
         Ok(claims)
+    }
+
+    /// The key that must verify `token`: by (issuer, kid), with the token's algorithm.
+    fn key_for(&self, token: &str) -> Result<&KeyEntry, Refusal> {
+        // One key of the default issuer, with no id: nothing to look up, and its
+        // validation allows its algorithm only.
+        if let Some(issuer) = self.ring.single_default()
+            && let [only] = issuer.keys.as_slice()
+            && only.kid.is_none()
+        {
+            return Ok(only);
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
+        let issuer = match self.ring.single_default() {
+            Some(issuer) => issuer,
+            None => {
+                #[derive(Deserialize)]
+                struct Iss {
+                    iss: Option<String>,
+                }
+                // Unverified, only to choose the keys; the chosen key's validation then
+                // requires this very issuer.
+                let iss = jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+                    .ok()
+                    .and_then(|claims| claims.iss);
+                self.ring
+                    .issuer(iss.as_deref())
+                    .map_err(|no| Refusal::Invalid(no.description()))?
+            }
+        };
+        issuer
+            .key(header.kid.as_deref(), header.alg)
+            .map_err(|no| Refusal::Invalid(no.description()))
+    }
+
+    /// Rebuilds every key's validation after the issuer or audience changed.
+    fn revalidate(&mut self) {
+        let mut ring = KeyRing::default();
+        for issuer in &self.ring.issuers {
+            let named = issuer.issuer.as_deref().or(self.issuer.as_deref());
+            let keys = issuer
+                .keys
+                .iter()
+                .map(|entry| KeyEntry {
+                    kid: entry.kid.clone(),
+                    algorithm: entry.algorithm,
+                    key: entry.key.clone(),
+                    validation: validation(entry.algorithm, named, self.audience.as_deref()),
+                })
+                .collect();
+            ring.issuers.push(IssuerKeys {
+                issuer: issuer.issuer.clone(),
+                keys,
+            });
+        }
+        self.ring = Arc::new(ring);
     }
 
     /// Whether a token expiring at `exp` has expired now.

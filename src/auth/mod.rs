@@ -35,6 +35,7 @@
 
 mod check;
 mod claims;
+mod keys;
 mod layer;
 mod origin;
 mod service;
@@ -42,9 +43,8 @@ mod token;
 
 pub use self::check::{AllowAll, ClaimsCheck};
 pub use self::claims::{Claims, NoCustomClaims};
-pub use self::layer::{
-    DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig, MIN_HMAC_SECRET_BYTES,
-};
+pub use self::keys::{IssuerConfig, KeyConfig, MIN_HMAC_SECRET_BYTES};
+pub use self::layer::{DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig};
 pub use self::service::JwtAuth;
 pub use self::token::{BEARER_PROTOCOL, TokenSource};
 pub use crate::future::{HandshakeFuture, ResponseFuture};
