@@ -200,6 +200,14 @@ async fn clean_mode_keeps_plain_text_readable() {
         "你好，世界！",
         "x <= y >= z",
         "non\u{a0}breaking space",
+        // Tag-shaped text that is not a closed pair stays text.
+        "a <b and c> d",
+        "if a<b and c>d then",
+        "x <i think> so",
+        "the <a> element",
+        "use </p> to close",
+        "x </br> y",
+        "&copy; stays as typed",
     ];
     for input in plain {
         let output = text(&config(SanitizeMode::Clean), input).await.unwrap();
@@ -219,6 +227,74 @@ async fn clean_mode_keeps_plain_text_readable() {
     assert_eq!(
         output,
         r#"<b>hi</b> <a href="https://x.test/" rel="noopener noreferrer">x</a>"#
+    );
+}
+
+#[tokio::test]
+async fn clean_mode_decodes_references_as_a_browser_would_and_is_stable() {
+    let clean = config(SanitizeMode::Clean);
+    assert_eq!(
+        rendered_text(&text(&clean, "&#150; dash").await.unwrap()),
+        "\u{2013} dash",
+        "Windows-1252"
+    );
+    assert_eq!(
+        rendered_text(&text(&clean, "&lt;b&gt; &amp; &#128512;").await.unwrap()),
+        "<b> & \u{1F600}"
+    );
+    // A blank line at the start of <pre> survives, pass after pass.
+    let once = text(&clean, "<pre>\n\ncode</pre>").await.unwrap();
+    assert_eq!(rendered_text(&once), "\ncode");
+    assert_eq!(text(&clean, &once).await.unwrap(), once);
+    // The pre-pass's sentinels cannot be smuggled in, with or without specials.
+    for smuggled in ["\u{FDD0}img src=x onerror=alert(1)", "\u{FDD1}", "&#xFDD0;"] {
+        assert_eq!(
+            text(&clean, smuggled).await.unwrap_err(),
+            "invalid_message",
+            "{smuggled:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_markup_neither_blows_up_nor_eats_the_rest() {
+    let clean = config(SanitizeMode::Clean);
+    // Unclosed formatting elements across paragraphs: html5ever would re-open every earlier
+    // one at each paragraph (quadratic time and output). Unpaired, they are text.
+    let reopen: String = (0..3173)
+        .map(|i| format!("<p><b title={i}></p>"))
+        .collect::<String>()
+        + "x";
+    let link = format!(
+        "<p><a title=\"{}\" href=\"https://x.test/\"></p>{}",
+        "A".repeat(32_000),
+        "<p>x</p>".repeat(4186)
+    );
+    let misnested = "<b><ul></b>".repeat(5957);
+    for hostile in [
+        reopen,
+        link,
+        misnested,
+        "<a".repeat(32_768),
+        "<ab".repeat(21_845),
+        "<a b=".repeat(13_107),
+    ] {
+        match text(&clean, &hostile).await {
+            Ok(output) => assert!(
+                output.len() <= 5 * hostile.len(),
+                "{} bytes from {}",
+                output.len(),
+                hostile.len()
+            ),
+            Err(code) => assert_eq!(code, "invalid_message"),
+        }
+    }
+    // A character reference in an unquoted value cannot split it into more attributes.
+    let split = format!("<b title=a{}>x</b>", "&#9;z".repeat(20));
+    let output = text(&clean, &split).await.unwrap();
+    assert_eq!(
+        output, "<b>x</b>",
+        "title is not allowed on <b>, and nothing else appeared"
     );
 }
 
@@ -450,10 +526,37 @@ mod json {
                 "{duplicate}"
             );
         }
-        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
-        assert_eq!(text(&config, &deep).await.unwrap_err(), "invalid_message");
-        let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
-        assert!(text(&config, &ok).await.is_ok());
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"content":"x","n":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert_eq!(
+            text(&config, &nested(32)).await.unwrap_err(),
+            "invalid_message",
+            "33 deep"
+        );
+        assert!(text(&config, &nested(31)).await.is_ok(), "32 deep");
+        // An array where the pointer expects an object: serde's derived structs would read
+        // it by position, so it must not slip past unchecked.
+        for array in [
+            r#"["send_message","lobby","<img src=x onerror=alert(1)>"]"#,
+            r#"{"meta":["<b>"]}"#,
+        ] {
+            let config = SanitizeConfig::json(&["/content", "/meta/title"]);
+            assert_eq!(
+                text(&config, array).await.unwrap_err(),
+                "invalid_message",
+                "{array}"
+            );
+        }
+        let indexed = SanitizeConfig::json(&["/2"]);
+        assert_eq!(
+            text(&indexed, r#"["a","b","<i>"]"#).await.unwrap(),
+            r#"["a","b","&lt;i&gt;"]"#
+        );
     }
 }
 

@@ -176,10 +176,9 @@ impl Html {
     /// The pre-pass (see the module docs).
     pub(crate) fn prepare(&self, text: &str) -> Result<Prepared, GuardError> {
         if text.contains([LT, AMP]) {
-            return Err(invalid(
-                "noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned(),
-            ));
+            return Err(noncharacter());
         }
+        let markup = self.markup(text)?;
         let bytes = text.as_bytes();
         let mut out = Prepared {
             // A sentinel is three bytes where `<` or `&` was one: room for the worst case
@@ -187,62 +186,65 @@ impl Html {
             text: String::with_capacity(text.len() * 3),
             decoded: false,
             sentinels: false,
-            tags: 0,
+            tags: markup.len(),
         };
-        let mut open: Vec<&str> = Vec::new();
+        let mut tags = markup.iter().peekable();
         let mut copied = 0; // bytes of `text` already in `out`
         let mut at = 0;
-        // Inside a tag that ammonia will see, up to this index.
-        let mut tag_end = 0;
         let mut raw_references = 0;
         while at < bytes.len() {
+            // A tag ammonia is to see: copied as it is, but for bare `&`.
+            if let Some(tag) = tags.next_if(|tag| tag.start == at) {
+                while at < tag.end {
+                    if bytes[at] == b'&' {
+                        if decode_reference(bytes, at).is_some() {
+                            // html5ever decodes it inside the value (a decoded `"` or tab
+                            // would split the tag); counted, since that path is slow.
+                            raw_references += 1;
+                            if raw_references > MAX_RAW_REFERENCES {
+                                return Err(invalid(
+                                    "too many character references in tags".to_owned(),
+                                ));
+                            }
+                        } else {
+                            out.text.push_str(&text[copied..at]);
+                            out.text.push(AMP);
+                            out.sentinels = true;
+                            copied = at + 1;
+                        }
+                    }
+                    at += 1;
+                }
+                // html5ever drops a newline right after `<pre>`: keep the user's by doubling it.
+                if tag.keeps_leading_newline && bytes.get(at) == Some(&b'\n') {
+                    out.text.push_str(&text[copied..at]);
+                    out.text.push('\n');
+                    copied = at;
+                }
+                continue;
+            }
             match bytes[at] {
                 b'&' => {
-                    let reference = decode_reference(bytes, at);
-                    if at < tag_end && matches!(reference, Some(('"' | '\'' | '>', _))) {
-                        // Decoded, it would end an attribute value or the tag: html5ever
-                        // decodes it in place instead (counted, since that path is slow).
-                        raw_references += 1;
-                        if raw_references > MAX_RAW_REFERENCES {
-                            return Err(invalid(
-                                "too many character references in tags".to_owned(),
-                            ));
-                        }
-                        at += 1;
-                        continue;
-                    }
                     out.text.push_str(&text[copied..at]);
-                    let (c, len) = reference.unwrap_or(('&', 1));
-                    if c == LT || c == AMP {
-                        return Err(invalid(
-                            "noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned(),
-                        ));
-                    }
+                    let (c, len) = decode_reference(bytes, at).unwrap_or(('&', 1));
                     out.decoded |= len > 1;
                     match c {
                         '<' => out.text.push(LT),
                         '&' => out.text.push(AMP),
+                        LT | AMP => return Err(noncharacter()),
                         c => out.text.push(c),
                     }
                     out.sentinels |= matches!(c, '<' | '&');
                     at += len;
                     copied = at;
                 }
-                b'<' if at >= tag_end => match self.tag_at(text, at)? {
-                    Some(tag) => {
-                        self.track(&mut open, &tag)?;
-                        out.tags += 1;
-                        tag_end = tag.end;
-                        at += 1;
-                    }
-                    None => {
-                        out.text.push_str(&text[copied..at]);
-                        out.text.push(LT);
-                        out.sentinels = true;
-                        at += 1;
-                        copied = at;
-                    }
-                },
+                b'<' => {
+                    out.text.push_str(&text[copied..at]);
+                    out.text.push(LT);
+                    out.sentinels = true;
+                    at += 1;
+                    copied = at;
+                }
                 _ => at += 1,
             }
         }
@@ -250,43 +252,76 @@ impl Html {
         Ok(out)
     }
 
-    /// Keeps the pre-pass's idea of the open elements, to cap nesting.
-    fn track<'a>(&self, open: &mut Vec<&'a str>, tag: &Tag<'a>) -> Result<(), GuardError> {
-        if tag.attributes > self.max_attributes {
-            return Err(invalid(format!(
-                "a tag has more than {} attributes",
-                self.max_attributes
-            )));
-        }
-        if tag.closing {
-            if let Some(depth) = open
-                .iter()
-                .rposition(|name| name.eq_ignore_ascii_case(tag.name))
-            {
-                open.truncate(depth);
+    /// The tags that are markup: allowlisted, well formed, and paired — a start tag with
+    /// the end tag that closes it, properly nested (void elements stand alone). An unpaired
+    /// or misnested tag is text the user typed (`a <b and c> d`, `use </p> to close`), and
+    /// keeping it out of the parser's hands also keeps html5ever from re-opening formatting
+    /// elements over and over (its adoption agency and reconstruction are quadratic).
+    fn markup(&self, text: &str) -> Result<Vec<Markup>, GuardError> {
+        let mut found: Vec<(Tag<'_>, bool)> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        for at in memchr_iter(b'<', text.as_bytes()) {
+            let Some(tag) = self.tag_at(text, at) else {
+                continue;
+            };
+            if found.last().is_some_and(|(last, _)| at < last.end) {
+                continue; // inside the previous tag (a quoted `<`)
             }
-        } else if !tag.self_closing && !VOID.iter().any(|v| v.eq_ignore_ascii_case(tag.name)) {
-            open.push(tag.name);
-            if open.len() > self.max_depth {
+            if tag.attributes > self.max_attributes {
                 return Err(invalid(format!(
-                    "markup nested deeper than {}",
-                    self.max_depth
+                    "a tag has more than {} attributes",
+                    self.max_attributes
                 )));
             }
+            let index = found.len();
+            if found.len() >= MAX_TAGS {
+                return Err(invalid(format!("more than {MAX_TAGS} tags")));
+            }
+            let void = VOID.iter().any(|v| v.eq_ignore_ascii_case(tag.name));
+            if tag.closing {
+                if !void
+                    && open
+                        .last()
+                        .is_some_and(|&top| found[top].0.name.eq_ignore_ascii_case(tag.name))
+                {
+                    let start = open.pop().unwrap_or(index);
+                    found[start].1 = true;
+                    found.push((tag, true));
+                } else {
+                    found.push((tag, false));
+                }
+            } else if void {
+                found.push((tag, true));
+            } else {
+                open.push(index);
+                if open.len() > self.max_depth {
+                    return Err(invalid(format!(
+                        "markup nested deeper than {}",
+                        self.max_depth
+                    )));
+                }
+                found.push((tag, false));
+            }
         }
-        Ok(())
+        Ok(found
+            .into_iter()
+            .filter(|(_, paired)| *paired)
+            .map(|(tag, _)| Markup {
+                start: tag.start,
+                end: tag.end,
+                keeps_leading_newline: !tag.closing && tag.name.eq_ignore_ascii_case("pre"),
+            })
+            .collect())
     }
 
     /// The complete tag starting at `at` (a `<`), if ammonia should see it.
-    fn tag_at<'a>(&self, text: &'a str, at: usize) -> Result<Option<Tag<'a>>, GuardError> {
-        let Some(tag) = parse_tag(text, at) else {
-            return Ok(None);
-        };
+    fn tag_at<'a>(&self, text: &'a str, at: usize) -> Option<Tag<'a>> {
+        let tag = parse_tag(text, at)?;
         let wanted = match &self.tags {
             Tags::Any => true,
             Tags::Only(set) => set.iter().any(|t| t.eq_ignore_ascii_case(tag.name)),
         };
-        Ok(wanted.then_some(tag))
+        wanted.then_some(tag)
     }
 }
 
@@ -294,9 +329,22 @@ fn invalid(message: String) -> GuardError {
     GuardError::new(GuardErrorKind::InvalidMessage, message)
 }
 
+/// A tag the pre-pass hands to ammonia.
+#[derive(Debug)]
+struct Markup {
+    start: usize,
+    end: usize,
+    keeps_leading_newline: bool,
+}
+
+/// Most tags in one message.
+const MAX_TAGS: usize = 1024;
+
 /// A tag found by the pre-pass.
 #[derive(Debug, PartialEq, Eq)]
 struct Tag<'a> {
+    /// Index of its `<`.
+    start: usize,
     name: &'a str,
     closing: bool,
     self_closing: bool,
@@ -322,7 +370,7 @@ fn parse_tag(text: &str, at: usize) -> Option<Tag<'_>> {
     while i < bytes.len()
         && !matches!(
             bytes[i],
-            b'\t' | b'\n' | b'\x0c' | b'\r' | b' ' | b'/' | b'>'
+            b'\t' | b'\n' | b'\x0c' | b'\r' | b' ' | b'/' | b'>' | b'<'
         )
     {
         i += 1;
@@ -345,8 +393,14 @@ fn parse_tag(text: &str, at: usize) -> Option<Tag<'_>> {
     while i < bytes.len() {
         let b = bytes[i];
         let space = matches!(b, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ');
+        if b == b'<' {
+            // Outside a quoted value, a `<` means this was text: stop here, so that a run
+            // of `<a` is not rescanned to its end from every `<`.
+            return None;
+        }
         if b == b'>' {
             return Some(Tag {
+                start: at,
                 name,
                 closing,
                 self_closing: last == b'/',
@@ -572,14 +626,25 @@ fn decode_reference(bytes: &[u8], at: usize) -> Option<(char, usize)> {
     Some((c, len))
 }
 
-/// A numeric reference's character; what HTML maps to U+FFFD (0, surrogates, beyond
-/// Unicode) becomes U+FFFD.
+/// A numeric reference's character, as a browser decodes it: 0, surrogates and values
+/// beyond Unicode are U+FFFD, and 0x80–0x9F name the Windows-1252 characters (`&#150;` is
+/// an en dash), not C1 controls.
 fn numeric(digits: &str, radix: u32) -> char {
-    u32::from_str_radix(digits, radix)
-        .ok()
-        .filter(|&n| n != 0)
-        .and_then(char::from_u32)
-        .unwrap_or('\u{FFFD}')
+    const WINDOWS_1252: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
+    ];
+    let Ok(n) = u32::from_str_radix(digits, radix) else {
+        return '\u{FFFD}';
+    };
+    match n {
+        0x80..=0x9F => WINDOWS_1252[(n - 0x80) as usize],
+        0 => '\u{FFFD}',
+        n => char::from_u32(n).unwrap_or('\u{FFFD}'),
+    }
 }
 
 /// Whether `text` contains anything an HTML parser would treat as markup: a `<` followed

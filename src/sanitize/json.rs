@@ -79,7 +79,7 @@ pub(crate) fn sanitize(
     match fields {
         Fields::Pointers(pointers) => {
             for pointer in pointers {
-                match document.pointer_mut(pointer) {
+                match field_mut(&mut document, pointer)? {
                     None | Some(Value::Null) => {}
                     Some(Value::String(field)) => visit(field)?,
                     Some(_) => {
@@ -97,6 +97,40 @@ pub(crate) fn sanitize(
 }
 
 const DUPLICATE: &str = "duplicate key";
+
+/// The value at a JSON Pointer, refusing an array where the pointer names an object key:
+/// serde's derived structs also accept arrays (fields by position), so `["send_message",
+/// "lobby", "<img …>"]` would reach such an application as `content` without ever being at
+/// `/content`.
+fn field_mut<'a>(
+    document: &'a mut Value,
+    pointer: &str,
+) -> Result<Option<&'a mut Value>, GuardError> {
+    let mut current = document;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        current = match current {
+            Value::Object(map) => match map.get_mut(&token) {
+                Some(value) => value,
+                None => return Ok(None),
+            },
+            Value::Array(items) => match token.parse::<usize>() {
+                Ok(index) => match items.get_mut(index) {
+                    Some(value) => value,
+                    None => return Ok(None),
+                },
+                Err(_) => {
+                    return Err(GuardError::new(
+                        GuardErrorKind::InvalidMessage,
+                        format!("an array where `{pointer}` expects an object"),
+                    ));
+                }
+            },
+            _ => return Ok(None),
+        };
+    }
+    Ok(Some(current))
+}
 
 /// A JSON value parsed with duplicate keys refused: with them, which value a consumer sees
 /// depends on its parser (serde_json keeps the last, others the first), so a sanitizer

@@ -59,7 +59,7 @@ impl Sanitizer {
         };
         let result: Cow<'_, str> = match &self.mode {
             Mode::Escape if marked => Cow::Owned(escape(&checked)),
-            Mode::Html(html) if marked || has_nbsp(&checked) => {
+            Mode::Html(html) if marked || has_nbsp_or_sentinel(&checked) => {
                 Cow::Owned(html.run(&checked, &self.rules)?)
             }
             Mode::Reject if has_markup(&checked) => {
@@ -136,9 +136,11 @@ impl Sanitizer {
     }
 }
 
-/// The HTML serializer writes U+00A0 as `&nbsp;`, so text holding one goes through ammonia.
-fn has_nbsp(text: &str) -> bool {
-    text.contains('\u{a0}')
+/// Text the markup path must see although it holds no `< > & " '`: U+00A0 (written as
+/// `&nbsp;` by the serializer) and the noncharacters the pre-pass uses as sentinels (which
+/// it refuses).
+fn has_nbsp_or_sentinel(text: &str) -> bool {
+    text.contains(['\u{a0}', '\u{FDD0}', '\u{FDD1}'])
 }
 
 /// Markup that renders as nothing: only tags, `&nbsp;` and whitespace.
