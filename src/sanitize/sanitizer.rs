@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::html::{Html, has_markup};
 use super::json::{self, Fields};
-use super::text::{CharRules, SPECIAL, classes, escape};
+use super::text::{CharRules, NON_ASCII, SPECIAL, classes, escape};
 use crate::error::{GuardError, GuardErrorKind};
 use crate::message::{Message, Utf8Bytes};
 
@@ -53,13 +53,16 @@ impl Sanitizer {
     pub(crate) fn text(&self, text: &str) -> Result<Option<String>, GuardError> {
         let classes = classes(text);
         let checked = self.rules.apply(text, classes)?;
-        let marked = match &checked {
-            Cow::Borrowed(_) => classes & SPECIAL != 0,
-            Cow::Owned(owned) => super::text::classes(owned) & SPECIAL != 0,
+        let classes = match &checked {
+            Cow::Borrowed(_) => classes,
+            Cow::Owned(owned) => super::text::classes(owned),
         };
+        let marked = classes & SPECIAL != 0;
         let result: Cow<'_, str> = match &self.mode {
             Mode::Escape if marked => Cow::Owned(escape(&checked)),
-            Mode::Html(html) if marked || has_nbsp_or_sentinel(&checked) => {
+            Mode::Html(html)
+                if marked || (classes & NON_ASCII != 0 && has_nbsp_or_sentinel(&checked)) =>
+            {
                 Cow::Owned(html.run(&checked, &self.rules)?)
             }
             Mode::Reject if has_markup(&checked) => {

@@ -12,7 +12,7 @@ pub(crate) const SPECIAL: u8 = 1;
 /// A C0 control other than tab, LF and CR, or DEL.
 const CONTROL: u8 = 2;
 /// A byte of a non-ASCII character.
-const NON_ASCII: u8 = 4;
+pub(crate) const NON_ASCII: u8 = 4;
 
 /// The union of the classes of all bytes of `text`: 0 means plain printable ASCII.
 ///
