@@ -604,6 +604,13 @@ mod keys {
         key
     }
 
+    /// Asserts a 401 `invalid_token` whose description contains `description`.
+    async fn refused(layer: &JwtAuthLayer, token: &str, description: &str) {
+        let (code, why) = status(layer, token).await;
+        assert_eq!(code, 401, "{why}");
+        assert!(why.contains(description), "expected {description:?}: {why}");
+    }
+
     async fn status(layer: &JwtAuthLayer, token: &str) -> (u16, String) {
         let (response, _) = handshake(
             layer,
@@ -638,38 +645,26 @@ mod keys {
             );
         }
         // Signed by another RSA key under a known kid: the signature fails.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(Algorithm::RS256, "rsa2_private.pem", Some("rsa"), &claims),
+            "the signature does not verify",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("the signature does not verify")),
-            (401, true),
-            "{why}"
-        );
         // An unknown kid.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(Algorithm::RS256, "rsa_private.pem", Some("nope"), &claims),
+            "no key has this key id",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("no key has this key id")),
-            (401, true),
-            "{why}"
-        );
         // A kid whose key is of another algorithm: PS256 under the RS256 key's id.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(Algorithm::PS256, "rsa_private.pem", Some("rsa"), &claims),
+            "the algorithm is not accepted",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("the algorithm is not accepted")),
-            (401, true),
-            "{why}"
-        );
     }
 
     #[tokio::test]
@@ -688,12 +683,7 @@ mod keys {
             &EncodingKey::from_secret(&public_pem).unwrap(),
         )
         .unwrap();
-        let (code, why) = status(&layer, &forged).await;
-        assert_eq!(
-            (code, why.contains("the algorithm is not accepted")),
-            (401, true),
-            "{why}"
-        );
+        refused(&layer, &forged, "the algorithm is not accepted").await;
     }
 
     fn jwks_file(keys: &[(&str, Algorithm, &str)]) -> tempfile_path::TempPath {
@@ -779,7 +769,7 @@ mod keys {
             200
         );
         // B's key under B's kid, claiming to be A: A's key with that kid does not verify it.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(
                 Algorithm::RS256,
@@ -787,15 +777,11 @@ mod keys {
                 Some("shared-kid"),
                 &claims("https://a.test"),
             ),
+            "the signature does not verify",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("the signature does not verify")),
-            (401, true),
-            "{why}"
-        );
         // A kid that exists only under the other issuer.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(
                 Algorithm::ES256,
@@ -803,15 +789,11 @@ mod keys {
                 Some("only-second"),
                 &claims("https://a.test"),
             ),
+            "no key has this key id",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("no key has this key id")),
-            (401, true),
-            "{why}"
-        );
         // An issuer nobody configured.
-        let (code, why) = status(
+        refused(
             &layer,
             &sign(
                 Algorithm::RS256,
@@ -819,13 +801,9 @@ mod keys {
                 Some("shared-kid"),
                 &claims("https://c.test"),
             ),
+            "the issuer is not accepted",
         )
         .await;
-        assert_eq!(
-            (code, why.contains("the issuer is not accepted")),
-            (401, true),
-            "{why}"
-        );
     }
 
     #[test]

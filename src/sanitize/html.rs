@@ -146,7 +146,7 @@ impl Html {
             // No tag anywhere: nothing for ammonia to judge. One linear pass writes the text
             // as ammonia would, whatever the input (html5ever is slow on runs of `<` or of
             // character references).
-            let (serialized, decoded) = serialize_plain(text)?;
+            let (serialized, decoded) = serialize(text, Input::Raw)?;
             return if decoded {
                 rules
                     .apply(&serialized, classes(&serialized))
@@ -164,7 +164,7 @@ impl Html {
         if prepared.tags == 0 {
             // No markup for ammonia to judge: serialize the text as it would, in linear
             // time whatever the input (html5ever is slow on runs of `<` or references).
-            return Ok(serialize_text(&checked));
+            return serialize(&checked, Input::Prepared).map(|(serialized, _)| serialized);
         }
         let cleaned = self.builder.clean(&checked).to_string();
         if !prepared.sentinels {
@@ -484,11 +484,19 @@ fn memchr_iter(needle: u8, haystack: &[u8]) -> impl Iterator<Item = usize> + '_ 
         .filter_map(move |(at, &b)| (b == needle).then_some(at))
 }
 
-/// Text with no tag in it, written in one pass as ammonia would write it: references
-/// decoded (numeric and the basic named ones; others shown as typed), then `&`, `<`, `>`
-/// and U+00A0 escaped, CR LF and CR as LF, NUL dropped. Also says whether a reference was
-/// decoded (the character rules must then see the result).
-fn serialize_plain(text: &str) -> Result<(String, bool), GuardError> {
+/// How [`serialize`] treats `&` and the sentinels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Raw user text: references are decoded; a sentinel is refused (it cannot be typed).
+    Raw,
+    /// The pre-pass's output: `&` is text; the sentinels stand for `<` and `&`.
+    Prepared,
+}
+
+/// Writes text as html5ever's serializer writes a text node (`&`, `<`, `>` and U+00A0
+/// escaped, CR LF and CR as LF, NUL dropped), in one linear pass. For raw input it also says
+/// whether a reference was decoded (the character rules must then see the result).
+fn serialize(text: &str, input: Input) -> Result<(String, bool), GuardError> {
     let bytes = text.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len() * 2);
     let mut decoded = false;
@@ -497,7 +505,7 @@ fn serialize_plain(text: &str) -> Result<(String, bool), GuardError> {
         let next = bytes.get(at + 1).copied();
         at += 1;
         match byte {
-            b'&' => match decode_reference(bytes, at - 1) {
+            b'&' => match decode_reference(bytes, at - 1).filter(|_| input == Input::Raw) {
                 None => out.extend_from_slice(b"&amp;"),
                 Some((c, len)) => {
                     decoded = true;
@@ -526,9 +534,14 @@ fn serialize_plain(text: &str) -> Result<(String, bool), GuardError> {
                 out.extend_from_slice(b"&nbsp;");
                 at += 1;
             }
-            // U+FDD0 and U+FDD1 (EF B7 90/91) stand for `<` and `&` on the other path.
+            // The sentinels U+FDD0 and U+FDD1 are EF B7 90 and EF B7 91.
             0xEF if next == Some(0xB7) && matches!(bytes.get(at + 1), Some(0x90 | 0x91)) => {
-                return Err(noncharacter());
+                if input == Input::Raw {
+                    return Err(noncharacter());
+                }
+                let lt = bytes.get(at + 1) == Some(&0x90);
+                out.extend_from_slice(if lt { b"&lt;" } else { b"&amp;" });
+                at += 2;
             }
             _ => out.push(byte),
         }
@@ -541,43 +554,6 @@ fn serialize_plain(text: &str) -> Result<(String, bool), GuardError> {
 
 fn noncharacter() -> GuardError {
     invalid("noncharacters U+FDD0 and U+FDD1 are not allowed".to_owned())
-}
-
-/// Writes text as html5ever's serializer writes a text node (`&`, `<`, `>` and U+00A0
-/// escaped, CR LF and CR as LF, NUL dropped), with the sentinels as `&lt;` and `&amp;`.
-fn serialize_text(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() * 2);
-    let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        let next = bytes.get(at + 1).copied();
-        match byte {
-            b'<' => out.extend_from_slice(b"&lt;"),
-            b'&' => out.extend_from_slice(b"&amp;"),
-            b'>' => out.extend_from_slice(b"&gt;"),
-            0 => {}
-            b'\r' => {
-                out.push(b'\n');
-                if next == Some(b'\n') {
-                    at += 1;
-                }
-            }
-            0xC2 if next == Some(0xA0) => {
-                out.extend_from_slice(b"&nbsp;");
-                at += 1;
-            }
-            // The sentinels U+FDD0 and U+FDD1 are EF B7 90 and EF B7 91.
-            0xEF if next == Some(0xB7) && matches!(bytes.get(at + 2), Some(0x90 | 0x91)) => {
-                let lt = bytes.get(at + 2) == Some(&0x90);
-                out.extend_from_slice(if lt { b"&lt;" } else { b"&amp;" });
-                at += 2;
-            }
-            _ => out.push(byte),
-        }
-        at += 1;
-    }
-    // Whole characters were copied or replaced by ASCII: still valid UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Replaces the sentinels in ammonia's output with `&lt;` and `&amp;`.
