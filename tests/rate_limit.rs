@@ -17,6 +17,8 @@ use tower_ws_guard::{
     Clock, Connection, GuardError, Identity, Message, MessageRateLimitLayer, WsRequest, WsResponse,
 };
 
+mod support;
+
 type Inner =
     tower::util::ServiceFn<fn(WsRequest) -> std::future::Ready<Result<WsResponse, Infallible>>>;
 
@@ -546,6 +548,92 @@ mod handshake {
         );
         assert_eq!(refused.headers()["grpc-status"], "8");
         assert_eq!(refused.headers()["content-type"], "application/grpc");
+    }
+
+    #[tokio::test]
+    async fn outside_and_inside_authentication_every_attempt_counts_once() {
+        use tower::ServiceBuilder;
+        use tower_ws_guard::JwtAuthLayer;
+        let harness = Harness::new(|c| {
+            c.handshake.attempts_per_ip = QuotaConfig::new(3, Duration::from_secs(60));
+            c.handshake.max_connections_per_ip = 1;
+            c.handshake.max_connections_per_user = 1;
+        });
+        let auth = JwtAuthLayer::hs256(crate::support::SECRET).unwrap();
+        let service = ServiceBuilder::new()
+            .layer(harness.layer.clone())
+            .layer(auth)
+            .layer(harness.layer.clone())
+            .service(service_fn(|request: Request<()>| async move {
+                let permit = request.extensions().get::<ConnectionPermit>().cloned();
+                let mut response = Response::new(());
+                response.extensions_mut().insert(permit);
+                Ok::<_, Infallible>(response)
+            }));
+        let good = crate::support::token(
+            crate::support::SECRET,
+            &serde_json::json!({"sub": "alice", "exp": 4_000_000_000u64}),
+        );
+        let bearer = format!("Bearer {good}");
+        // One connection: counted once per IP (the inner pass skips the IP), once per user.
+        let held = service
+            .clone()
+            .oneshot(request(
+                "198.51.100.7:1",
+                None,
+                &[("authorization", &bearer)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(held.status(), StatusCode::OK);
+        // Bad tokens are attempts too: with the limiter outside, the 4th is a 429, not a 401.
+        let bad = [("authorization", "Bearer not.a.token")];
+        let second = service
+            .clone()
+            .oneshot(request("198.51.100.8:1", None, &bad))
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::UNAUTHORIZED);
+        for _ in 0..2 {
+            let r = service
+                .clone()
+                .oneshot(request("198.51.100.8:1", None, &bad))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        let flood = service
+            .clone()
+            .oneshot(request("198.51.100.8:1", None, &bad))
+            .await
+            .unwrap();
+        assert_eq!(flood.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Alice from elsewhere: her one connection is open.
+        let again = service
+            .clone()
+            .oneshot(request(
+                "198.51.100.9:1",
+                None,
+                &[("authorization", &bearer)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+        drop(held);
+        let after = service
+            .clone()
+            .oneshot(request(
+                "198.51.100.9:2",
+                None,
+                &[("authorization", &bearer)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            after.status(),
+            StatusCode::OK,
+            "both counts were released with the permit"
+        );
     }
 
     #[test]

@@ -228,12 +228,13 @@ pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError
         clock,
     };
     let mut router = Router::new()
-        // The handshake faces: authentication first, then the connection limits (which
-        // need the identity it found).
+        // The handshake faces. The limiter stands on both sides of authentication: outside
+        // it counts every attempt per IP, bad tokens included; inside, the user it found.
         .route(
             "/ws",
             get(ws).route_layer(
                 ServiceBuilder::new()
+                    .layer(state.rate_limit.clone())
                     .layer(state.auth.clone())
                     .layer(state.rate_limit.clone()),
             ),

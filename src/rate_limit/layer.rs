@@ -308,6 +308,7 @@ pub(crate) struct Shared {
     pub(crate) on_exceed: OnExceed,
     pub(crate) clock: Clock,
     pub(crate) counters: Counters,
+    pub(crate) warned_no_peer: std::sync::atomic::AtomicBool,
 }
 
 /// Open connections per user and per IP, for the concurrency limits.
@@ -419,6 +420,7 @@ impl MessageRateLimitLayer {
                 on_exceed: config.on_exceed,
                 clock,
                 counters: Counters::default(),
+                warned_no_peer: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -191,13 +191,16 @@ where
 /// Holds a connection's place in the concurrency counts; the last clone's drop frees it.
 /// It travels in the request's extensions into the [`Connection`](crate::Connection).
 #[derive(Clone, Debug)]
-pub struct ConnectionPermit(#[allow(dead_code)] Arc<PermitInner>);
+pub struct ConnectionPermit(Arc<PermitInner>);
 
 #[derive(Debug)]
 struct PermitInner {
     open: Arc<Mutex<OpenConnections>>,
     user: Option<Arc<str>>,
     ip: Option<IpAddr>,
+    /// The permit of an outer pass, held as long as this one.
+    #[allow(dead_code)]
+    earlier: Option<ConnectionPermit>,
 }
 
 impl Drop for PermitInner {
@@ -252,8 +255,14 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &*self.shared;
         let grpc = is_grpc(request.headers());
-        let ip = peer_ip(request.extensions())
-            .map(|peer| client_ip(peer, request.headers(), &shared.trusted_proxies));
+        // Placed both outside and inside the authentication layer, the outer pass counts
+        // the attempt and the IP (bad tokens included) and the inner one the user: the
+        // permit the outer pass left says which pass this is.
+        let earlier = request.extensions().get::<ConnectionPermit>().cloned();
+        let ip = match &earlier {
+            Some(_) => None,
+            None => self.client_ip(&request),
+        };
         if let (Some(attempts), Some(ip)) = (&shared.attempts, ip) {
             let share = attempts.acquire(&Arc::from(ip.to_string()));
             if let Err((Refused::Wait(retry_after), _)) =
@@ -266,7 +275,12 @@ where
         let user = request
             .extensions()
             .get::<Identity>()
-            .map(|identity| identity.subject.clone());
+            .map(|identity| identity.subject.clone())
+            .filter(|_| {
+                earlier
+                    .as_ref()
+                    .is_none_or(|permit| permit.0.user.is_none())
+            });
         {
             let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
             let over_user = user.as_ref().is_some_and(|user| {
@@ -295,12 +309,30 @@ where
                 open: shared.open.clone(),
                 user,
                 ip,
+                earlier,
             })));
         HandshakeFuture::inner(self.inner.call(request))
     }
 }
 
 impl<S> MessageRateLimit<S> {
+    /// The client's address, or `None` (once warned) when the integration recorded no peer
+    /// address: then the per-IP limits cannot apply.
+    fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let shared = &*self.shared;
+        let peer = peer_ip(request.extensions());
+        if peer.is_none()
+            && (shared.attempts.is_some() || shared.max_per_ip > 0)
+            && !shared.warned_no_peer.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "no peer address on the request: per-IP limits are off. Serve with \
+                 `into_make_service_with_connect_info::<SocketAddr>()`, or insert `PeerAddr`"
+            );
+        }
+        peer.map(|peer| client_ip(peer, request.headers(), &shared.trusted_proxies))
+    }
+
     /// 429 with `Retry-After` (whole seconds, rounded up) when known; for gRPC a
     /// trailers-only `RESOURCE_EXHAUSTED`.
     fn refuse<F, ResBody: Default>(
