@@ -88,6 +88,7 @@ pin_project! {
 pin_project! {
     #[project = HandshakeKindProj]
     enum HandshakeKind<F, B> {
+        Waiting { future: Pin<Box<dyn Future<Output = Step<F, B>> + Send>> },
         Inner {
             #[pin]
             future: F,
@@ -105,21 +106,32 @@ impl<F, B> std::fmt::Debug for HandshakeFuture<F, B> {
     }
 }
 
+/// What a handshake face decided after waiting (for a key set, say).
+pub(crate) enum Step<F, B> {
+    /// The inner service's future, and the `bearer` subprotocol to select.
+    Call(F, Option<(String, String)>),
+    /// The guard's own answer.
+    Answer(Response<B>),
+}
+
 impl<F, B> HandshakeFuture<F, B> {
+    pub(crate) fn waiting(future: Pin<Box<dyn Future<Output = Step<F, B>> + Send>>) -> Self {
+        Self {
+            kind: HandshakeKind::Waiting { future },
+        }
+    }
+
+    pub(crate) fn inner_selecting(future: F, bearer: Option<(String, String)>) -> Self {
+        Self {
+            kind: HandshakeKind::Inner { future, bearer },
+        }
+    }
+
     pub(crate) fn inner(future: F) -> Self {
         Self {
             kind: HandshakeKind::Inner {
                 future,
                 bearer: None,
-            },
-        }
-    }
-
-    pub(crate) fn select_bearer(future: F, protocol: String, token: String) -> Self {
-        Self {
-            kind: HandshakeKind::Inner {
-                future,
-                bearer: Some((protocol, token)),
             },
         }
     }
@@ -139,19 +151,31 @@ where
 {
     type Output = Result<Response<B>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            HandshakeKindProj::Inner { future, bearer } => {
-                let mut response = std::task::ready!(future.poll(cx))?;
-                if let Some((protocol, token)) = bearer.take() {
-                    select_bearer(&mut response, &protocol, &token);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut kind = self.as_mut().project().kind;
+            let next = match kind.as_mut().project() {
+                HandshakeKindProj::Waiting { future } => {
+                    match std::task::ready!(future.as_mut().poll(cx)) {
+                        Step::Call(future, bearer) => HandshakeKind::Inner { future, bearer },
+                        Step::Answer(response) => HandshakeKind::Rejected {
+                            response: Some(response),
+                        },
+                    }
                 }
-                Poll::Ready(Ok(response))
-            }
-            HandshakeKindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => panic!("HandshakeFuture polled after completion"),
-            },
+                HandshakeKindProj::Inner { future, bearer } => {
+                    let mut response = std::task::ready!(future.poll(cx))?;
+                    if let Some((protocol, token)) = bearer.take() {
+                        select_bearer(&mut response, &protocol, &token);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                HandshakeKindProj::Rejected { response } => match response.take() {
+                    Some(response) => return Poll::Ready(Ok(response)),
+                    None => panic!("HandshakeFuture polled after completion"),
+                },
+            };
+            kind.set(next);
         }
     }
 }

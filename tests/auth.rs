@@ -848,3 +848,175 @@ mod keys {
         }
     }
 }
+
+#[cfg(feature = "jwks")]
+mod jwks_url {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use tower_ws_guard::Clock;
+    use tower_ws_guard::auth::JwksConfig;
+
+    fn private(name: &str) -> EncodingKey {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/keys")
+            .join(name);
+        EncodingKey::from_rsa_pem(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn jwk(name: &str, kid: &str) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&private(name), Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk
+    }
+
+    fn sign(name: &str, kid: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "alice", "exp": FAR}),
+            &private(name),
+        )
+        .unwrap()
+    }
+
+    /// A real JWKS endpoint on loopback: what it serves can change, and it counts fetches.
+    struct KeyServer {
+        url: String,
+        serving: Arc<Mutex<Result<JwkSet, u16>>>,
+        fetches: Arc<AtomicU64>,
+    }
+
+    impl KeyServer {
+        async fn start(keys: Vec<Jwk>) -> Self {
+            let serving = Arc::new(Mutex::new(Ok(JwkSet { keys })));
+            let fetches = Arc::new(AtomicU64::new(0));
+            let (state, count) = (serving.clone(), fetches.clone());
+            let router = axum::Router::new().route(
+                "/.well-known/jwks.json",
+                axum::routing::get(move || {
+                    let (state, count) = (state.clone(), count.clone());
+                    async move {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        match &*state.lock().unwrap() {
+                            Ok(set) => (StatusCode::OK, serde_json::to_string(set).unwrap()),
+                            Err(status) => (StatusCode::from_u16(*status).unwrap(), String::new()),
+                        }
+                    }
+                }),
+            );
+            let addr = crate::support::serve(router).await;
+            Self {
+                url: format!("http://{addr}/.well-known/jwks.json"),
+                serving,
+                fetches,
+            }
+        }
+
+        fn serve(&self, keys: Vec<Jwk>) {
+            *self.serving.lock().unwrap() = Ok(JwkSet { keys });
+        }
+
+        fn fail(&self, status: u16) {
+            *self.serving.lock().unwrap() = Err(status);
+        }
+
+        fn fetches(&self) -> u64 {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    fn layer(server: &KeyServer, clock: &Clock) -> JwtAuthLayer {
+        let mut jwks = JwksConfig::default();
+        jwks.url = server.url.clone();
+        jwks.refresh = Duration::from_secs(300);
+        jwks.refetch_interval = Duration::from_secs(60);
+        let mut config = JwtConfig::default();
+        config.jwks = Some(jwks);
+        JwtAuthLayer::from_config(&config)
+            .unwrap()
+            .with_clock(clock.clone())
+    }
+
+    async fn status(layer: &JwtAuthLayer, token: &str) -> u16 {
+        let (response, _) = handshake(
+            layer,
+            "/ws",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        response.status().as_u16()
+    }
+
+    /// Lets the background refresh run (it fetches once at start).
+    async fn settle(server: &KeyServer, at_least: u64) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while server.fetches() < at_least {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the key set was fetched");
+    }
+
+    #[tokio::test]
+    async fn keys_rotate_with_the_key_set_and_an_outage_keeps_the_last_good_one() {
+        let server = KeyServer::start(vec![jwk("rsa_private.pem", "k1")]).await;
+        let clock = Clock::manual(std::time::SystemTime::now());
+        let layer = layer(&server, &clock);
+        assert_eq!(status(&layer, &sign("rsa_private.pem", "k1")).await, 200);
+        settle(&server, 1).await;
+
+        // Rotation: k2 replaces k1. Its first token triggers one refetch (the interval since
+        // the last one has passed), and works.
+        server.serve(vec![jwk("rsa2_private.pem", "k2")]);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(status(&layer, &sign("rsa2_private.pem", "k2")).await, 200);
+        // The old kid is gone with that refresh, and asking again within the interval does
+        // not fetch again.
+        let before = server.fetches();
+        assert_eq!(status(&layer, &sign("rsa_private.pem", "k1")).await, 401);
+        assert_eq!(server.fetches(), before);
+
+        // An outage: the periodic refresh fails, the last good keys stay.
+        server.fail(503);
+        clock.advance(Duration::from_secs(300));
+        settle(&server, before + 1).await;
+        assert_eq!(status(&layer, &sign("rsa2_private.pem", "k2")).await, 200);
+        // Back: the next periodic refresh (after backoff) picks up what is served.
+        server.serve(vec![
+            jwk("rsa_private.pem", "k1"),
+            jwk("rsa2_private.pem", "k2"),
+        ]);
+        clock.advance(Duration::from_secs(1));
+        settle(&server, before + 2).await;
+        assert_eq!(status(&layer, &sign("rsa_private.pem", "k1")).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_key_ids_costs_at_most_one_fetch_per_interval() {
+        let server = KeyServer::start(vec![jwk("rsa_private.pem", "k1")]).await;
+        let clock = Clock::manual(std::time::SystemTime::now());
+        let layer = layer(&server, &clock);
+        assert_eq!(status(&layer, &sign("rsa_private.pem", "k1")).await, 200);
+        settle(&server, 1).await;
+        clock.advance(Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await; // let a background refresh, if any, finish
+        let before = server.fetches();
+        let flood = (0..40).map(|i| {
+            let layer = layer.clone();
+            async move { status(&layer, &sign("rsa_private.pem", &format!("made-up-{i}"))).await }
+        });
+        let statuses = futures_util::future::join_all(flood).await;
+        assert!(statuses.iter().all(|&s| s == 401));
+        assert!(
+            server.fetches() - before <= 1,
+            "{} fetches for 40 unknown kids",
+            server.fetches() - before
+        );
+    }
+}

@@ -372,7 +372,10 @@ mod handshake {
     /// The inner HTTP service counts its calls and answers 101 with what it was given.
     fn inner(
         calls: Arc<AtomicUsize>,
-    ) -> impl tower::Service<Request<()>, Response = Response<()>, Error = Infallible> {
+    ) -> impl tower::Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static {
         service_fn(move |request: Request<()>| {
             calls.fetch_add(1, Ordering::SeqCst);
             let identity = request.extensions().get::<Identity>().cloned();

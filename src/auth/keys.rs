@@ -14,6 +14,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicK
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use super::jwks::{JwksConfig, RemoteJwks};
 use crate::config::{ConfigError, Secret};
 
 /// The shortest HMAC secret accepted: as long as the SHA-256 output (RFC 7518 §3.2).
@@ -62,6 +65,8 @@ pub struct IssuerConfig {
     pub keys: Vec<KeyConfig>,
     /// A JWKS file with more of its keys.
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL with more of its keys, fetched and refreshed (the `jwks` feature).
+    pub jwks: Option<JwksConfig>,
 }
 
 /// A key ready to verify.
@@ -86,7 +91,8 @@ impl fmt::Debug for KeyEntry {
 #[derive(Debug)]
 pub(crate) struct IssuerKeys {
     pub(crate) issuer: Option<String>,
-    pub(crate) keys: Vec<KeyEntry>,
+    pub(crate) keys: Vec<Arc<KeyEntry>>,
+    pub(crate) remote: Option<Arc<RemoteJwks>>,
 }
 
 /// Every key the layer knows.
@@ -102,6 +108,8 @@ pub(crate) enum NoKey {
     KeyId,
     Algorithm,
     Ambiguous,
+    /// Not among the fetched keys either: the set may have rotated.
+    Refetch,
 }
 
 impl NoKey {
@@ -111,6 +119,7 @@ impl NoKey {
             Self::KeyId => "no key has this key id",
             Self::Algorithm => "the algorithm is not accepted",
             Self::Ambiguous => "several keys fit: the token must name its key id",
+            Self::Refetch => "no key has this key id",
         }
     }
 }
@@ -139,27 +148,34 @@ impl KeyRing {
 
 impl IssuerKeys {
     /// The key for a token naming `kid` and `algorithm`: the key with that id, else the
-    /// one key without id for that algorithm. Its algorithm must be the token's.
-    pub(crate) fn key(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<&KeyEntry, NoKey> {
+    /// one key without id for that algorithm — among the configured keys, then the fetched
+    /// ones. Its algorithm must be the token's.
+    pub(crate) fn key(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<Arc<KeyEntry>, NoKey> {
+        let fetched = self.remote.as_ref().map(|remote| remote.snapshot());
+        let all = || {
+            self.keys
+                .iter()
+                .chain(fetched.iter().flat_map(|keys| keys.iter()))
+        };
         if let Some(kid) = kid
-            && let Some(entry) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+            && let Some(entry) = all().find(|k| k.kid.as_deref() == Some(kid))
         {
             return if entry.algorithm == algorithm {
-                Ok(entry)
+                Ok(entry.clone())
             } else {
                 Err(NoKey::Algorithm)
             };
         }
-        let mut fitting = self
-            .keys
-            .iter()
-            .filter(|k| k.kid.is_none() && k.algorithm == algorithm);
+        let mut fitting = all().filter(|k| k.kid.is_none() && k.algorithm == algorithm);
         match (fitting.next(), fitting.next()) {
-            (Some(entry), None) => Ok(entry),
+            (Some(entry), None) => Ok(entry.clone()),
             (Some(_), Some(_)) => Err(NoKey::Ambiguous),
-            (None, _) if kid.is_some() && self.keys.iter().any(|k| k.kid.is_some()) => {
-                Err(NoKey::KeyId)
-            }
+            (None, _) if self.remote.is_some() => Err(NoKey::Refetch),
+            (None, _) if kid.is_some() && all().any(|k| k.kid.is_some()) => Err(NoKey::KeyId),
             (None, _) => Err(NoKey::Algorithm),
         }
     }

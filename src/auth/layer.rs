@@ -11,9 +11,10 @@ use tower_layer::Layer;
 
 use super::check::{AllowAll, ClaimsCheck};
 use super::claims::{Claims, NoCustomClaims};
+use super::jwks::{JwksConfig, RemoteJwks, fetcher_for};
 use super::keys::{
-    IssuerConfig, IssuerKeys, KeyConfig, KeyEntry, KeyRing, MIN_HMAC_SECRET_BYTES, hmac_secret,
-    load_jwks, load_key, validation,
+    IssuerConfig, IssuerKeys, KeyConfig, KeyEntry, KeyRing, MIN_HMAC_SECRET_BYTES, NoKey,
+    hmac_secret, load_jwks, load_key, validation,
 };
 use super::origin::OriginPattern;
 use super::service::JwtAuth;
@@ -78,6 +79,9 @@ pub struct JwtConfig {
     pub keys: Vec<KeyConfig>,
     /// A JWKS file with keys of the default issuer.
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL with keys of the default issuer, fetched and refreshed (the `jwks`
+    /// feature).
+    pub jwks: Option<JwksConfig>,
     /// Other issuers, each with its own keys; a token's key is looked up by (issuer, kid).
     pub issuers: Vec<IssuerConfig>,
 }
@@ -101,6 +105,7 @@ impl Default for JwtConfig {
             reject_with_close: false,
             keys: Vec::new(),
             jwks_file: None,
+            jwks: None,
             issuers: Vec::new(),
         }
     }
@@ -328,9 +333,25 @@ fn key_ring(config: &JwtConfig, secret: Option<&[u8]>) -> Result<KeyRing, Config
     if let Some(path) = &config.jwks_file {
         default.extend(load_jwks(path, "jwt.jwks_file")?);
     }
+    let remote = |jwks: &Option<JwksConfig>,
+                  issuer: Option<&str>,
+                  field: &str|
+     -> Result<Option<Arc<RemoteJwks>>, ConfigError> {
+        let Some(jwks) = jwks else { return Ok(None) };
+        let fetcher = fetcher_for(&jwks.url, field)?;
+        let named = issuer.or(config.issuer.as_deref()).map(str::to_owned);
+        Ok(Some(RemoteJwks::new(
+            fetcher,
+            jwks.clone(),
+            named,
+            config.audience.clone(),
+        )))
+    };
     let mut ring = KeyRing::default();
-    if !default.is_empty() {
-        ring.issuers.push(assemble(config, None, default, "jwt")?);
+    let default_remote = remote(&config.jwks, None, "jwt.jwks.url")?;
+    if !default.is_empty() || default_remote.is_some() {
+        ring.issuers
+            .push(assemble(config, None, default, default_remote, "jwt")?);
     }
     for (i, issuer) in config.issuers.iter().enumerate() {
         let field = format!("jwt.issuers[{i}]");
@@ -344,19 +365,29 @@ fn key_ring(config: &JwtConfig, secret: Option<&[u8]>) -> Result<KeyRing, Config
         if let Some(path) = &issuer.jwks_file {
             loaded.extend(load_jwks(path, &format!("{field}.jwks_file"))?);
         }
-        if loaded.is_empty() {
+        let fetched = remote(
+            &issuer.jwks,
+            Some(&issuer.issuer),
+            &format!("{field}.jwks.url"),
+        )?;
+        if loaded.is_empty() && fetched.is_none() {
             return Err(ConfigError::invalid(
                 field,
-                "an issuer needs `keys` or `jwks_file`",
+                "an issuer needs `keys`, `jwks_file` or `jwks`",
             ));
         }
-        ring.issuers
-            .push(assemble(config, Some(&issuer.issuer), loaded, &field)?);
+        ring.issuers.push(assemble(
+            config,
+            Some(&issuer.issuer),
+            loaded,
+            fetched,
+            &field,
+        )?);
     }
     if ring.issuers.is_empty() {
         return Err(ConfigError::invalid(
             "jwt",
-            "no key: set `secret`, `secret_env`, `keys`, `jwks_file` or `issuers`",
+            "no key: set `secret`, `secret_env`, `keys`, `jwks_file`, `jwks` or `issuers`",
         ));
     }
     Ok(ring)
@@ -367,9 +398,10 @@ fn assemble(
     config: &JwtConfig,
     issuer: Option<&str>,
     loaded: Vec<Loaded>,
+    remote: Option<Arc<RemoteJwks>>,
     field: &str,
 ) -> Result<IssuerKeys, ConfigError> {
-    let mut keys: Vec<KeyEntry> = Vec::new();
+    let mut keys: Vec<Arc<KeyEntry>> = Vec::new();
     for (kid, algorithm, key) in loaded {
         if let Some(id) = &kid
             && keys.iter().any(|k| k.kid.as_ref() == Some(id))
@@ -380,16 +412,17 @@ fn assemble(
             ));
         }
         let named = issuer.or(config.issuer.as_deref());
-        keys.push(KeyEntry {
+        keys.push(Arc::new(KeyEntry {
             kid,
             algorithm,
             key,
             validation: validation(algorithm, named, config.audience.as_deref()),
-        });
+        }));
     }
     Ok(IssuerKeys {
         issuer: issuer.map(str::to_owned),
         keys,
+        remote,
     })
 }
 
@@ -443,6 +476,15 @@ impl<C> JwtAuthLayer<C> {
 
     /// Reads time from `clock` instead of the system clock (tests).
     pub fn with_clock(self, clock: Clock) -> Self {
+        for remote in self
+            .shared
+            .ring
+            .issuers
+            .iter()
+            .filter_map(|i| i.remote.as_ref())
+        {
+            remote.set_clock(clock.clone());
+        }
         self.update(|v| v.clock = clock)
     }
 
@@ -500,12 +542,14 @@ impl<S, C> Layer<S> for JwtAuthLayer<C> {
 }
 
 /// Why a token was refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Refusal {
     TooLarge,
     Expired,
     NotYetValid,
     Invalid(&'static str),
+    /// Its key id is in no key set of its issuer yet: a fetch may bring it.
+    Unknown(Arc<RemoteJwks>),
 }
 
 impl Refusal {
@@ -515,6 +559,7 @@ impl Refusal {
             Self::Expired => "the token expired",
             Self::NotYetValid => "the token is not valid yet",
             Self::Invalid(why) => why,
+            Self::Unknown(_) => "no key has this key id",
         }
     }
 }
@@ -526,6 +571,7 @@ impl Verifier {
             return Err(Refusal::TooLarge);
         }
         let entry = self.key_for(token)?;
+        let entry = &*entry;
         let data = jsonwebtoken::decode::<Claims<C>>(token, &entry.key, &entry.validation)
             .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
         if data.header.crit.is_some() {
@@ -553,14 +599,15 @@ impl Verifier {
     }
 
     /// The key that must verify `token`: by (issuer, kid), with the token's algorithm.
-    fn key_for(&self, token: &str) -> Result<&KeyEntry, Refusal> {
+    fn key_for(&self, token: &str) -> Result<Arc<KeyEntry>, Refusal> {
         // One key of the default issuer, with no id: nothing to look up, and its
         // validation allows its algorithm only.
         if let Some(issuer) = self.ring.single_default()
+            && issuer.remote.is_none()
             && let [only] = issuer.keys.as_slice()
             && only.kid.is_none()
         {
-            return Ok(only);
+            return Ok(only.clone());
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| Refusal::Invalid(describe(token, error.kind())))?;
@@ -581,9 +628,15 @@ impl Verifier {
                     .map_err(|no| Refusal::Invalid(no.description()))?
             }
         };
+        if let Some(remote) = &issuer.remote {
+            remote.ensure_started();
+        }
         issuer
             .key(header.kid.as_deref(), header.alg)
-            .map_err(|no| Refusal::Invalid(no.description()))
+            .map_err(|no| match (no, &issuer.remote) {
+                (NoKey::Refetch, Some(remote)) => Refusal::Unknown(remote.clone()),
+                (no, _) => Refusal::Invalid(no.description()),
+            })
     }
 
     /// Rebuilds every key's validation after the issuer or audience changed.
@@ -594,16 +647,22 @@ impl Verifier {
             let keys = issuer
                 .keys
                 .iter()
-                .map(|entry| KeyEntry {
-                    kid: entry.kid.clone(),
-                    algorithm: entry.algorithm,
-                    key: entry.key.clone(),
-                    validation: validation(entry.algorithm, named, self.audience.as_deref()),
+                .map(|entry| {
+                    Arc::new(KeyEntry {
+                        kid: entry.kid.clone(),
+                        algorithm: entry.algorithm,
+                        key: entry.key.clone(),
+                        validation: validation(entry.algorithm, named, self.audience.as_deref()),
+                    })
                 })
                 .collect();
+            if let Some(remote) = &issuer.remote {
+                remote.set_requirements(named.map(str::to_owned), self.audience.clone());
+            }
             ring.issuers.push(IssuerKeys {
                 issuer: issuer.issuer.clone(),
                 keys,
+                remote: issuer.remote.clone(),
             });
         }
         self.ring = Arc::new(ring);

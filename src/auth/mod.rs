@@ -35,6 +35,7 @@
 
 mod check;
 mod claims;
+mod jwks;
 mod keys;
 mod layer;
 mod origin;
@@ -43,6 +44,7 @@ mod token;
 
 pub use self::check::{AllowAll, ClaimsCheck};
 pub use self::claims::{Claims, NoCustomClaims};
+pub use self::jwks::{FetchFuture, JwksConfig, JwksFetcher};
 pub use self::keys::{IssuerConfig, KeyConfig, MIN_HMAC_SECRET_BYTES};
 pub use self::layer::{DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_TOKEN_BYTES, JwtAuthLayer, JwtConfig};
 pub use self::service::JwtAuth;

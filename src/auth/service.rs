@@ -9,11 +9,12 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use super::check::ClaimsCheck;
+use super::jwks::RemoteJwks;
 use super::layer::{Refusal, Verifier};
 use super::token::{self, ExtractError, TokenSource};
 use crate::connection::{Connection, Deadline, Identity, WsRequest, WsResponse};
 use crate::error::{BoxError, GuardError, GuardErrorKind, grpc_status, is_grpc};
-use crate::future::{HandshakeFuture, ResponseFuture};
+use crate::future::{HandshakeFuture, ResponseFuture, Step};
 use crate::message::Message;
 
 /// The service built by [`JwtAuthLayer`](super::JwtAuthLayer); see there.
@@ -65,9 +66,11 @@ impl<S: fmt::Debug, C> fmt::Debug for JwtAuth<S, C> {
 /// The handshake face: verify the token on the upgrade request.
 impl<S, C, B, ResBody> Service<Request<B>> for JwtAuth<S, C>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
     C: DeserializeOwned + Clone + Send + Sync + 'static,
-    ResBody: Default,
+    B: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -77,65 +80,127 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let verifier = &*self.verifier;
-        if !verifier.origins.is_empty()
-            && let Some(origin) = request.headers().get(ORIGIN)
-            && !origin
-                .to_str()
-                .is_ok_and(|origin| verifier.origins.iter().any(|p| p.matches(origin)))
-        {
-            return self.deny(request, Denial::Origin);
-        }
-        let found = token::extract(
-            request.headers(),
-            request.uri(),
-            &verifier.sources,
-            &verifier.names,
-        );
-        let found = match found {
-            Ok(Some(found)) => found,
-            Ok(None) if verifier.in_band => {
-                request.extensions_mut().insert(verifier.auth_window());
-                return HandshakeFuture::inner(self.inner.call(request));
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match judge(&self.verifier, &*self.check, request) {
+            Judgment::Pass(request, bearer) => {
+                let future = self.inner.call(request);
+                HandshakeFuture::inner_selecting(future, bearer)
             }
-            Ok(None) => return self.deny(request, Denial::Missing),
-            Err(ExtractError::Malformed(why)) => return self.deny(request, Denial::Malformed(why)),
-            Err(ExtractError::Ambiguous) => {
-                return self.deny(
-                    request,
-                    Denial::Malformed("more than one token in the request"),
-                );
+            Judgment::Deny(request, denial) => match answer(&self.verifier, request, &denial) {
+                Ok(request) => HandshakeFuture::inner(self.inner.call(request)),
+                Err(response) => HandshakeFuture::rejected(response),
+            },
+            Judgment::Unknown(request, remote) => {
+                // A key id no key set of the issuer has: fetch the set again (at most once
+                // per interval), then judge once more. The ready inner service goes with
+                // the future; a clone stays (tower's note on cloning services).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let verifier = self.verifier.clone();
+                let check = self.check.clone();
+                HandshakeFuture::waiting(Box::pin(async move {
+                    if remote.may_refetch() {
+                        remote.refresh().await;
+                    }
+                    let judgment = match judge(&verifier, &*check, request) {
+                        Judgment::Unknown(request, _) => Judgment::Deny(
+                            request,
+                            Denial::Token(Refusal::Invalid("no key has this key id")),
+                        ),
+                        judgment => judgment,
+                    };
+                    match judgment {
+                        Judgment::Pass(request, bearer) => Step::Call(inner.call(request), bearer),
+                        Judgment::Deny(request, denial) => {
+                            match answer(&verifier, request, &denial) {
+                                Ok(request) => Step::Call(inner.call(request), None),
+                                Err(response) => Step::Answer(response),
+                            }
+                        }
+                        Judgment::Unknown(..) => unreachable!("mapped to a denial above"),
+                    }
+                }))
             }
-        };
-        let source = found.source;
-        let selected = found
-            .protocol
-            .map(|protocol| (protocol.to_owned(), found.token.to_owned()));
-        let claims = match verifier.verify::<C>(found.token) {
-            Ok(claims) => claims,
-            Err(refusal) => return self.deny(request, Denial::Token(refusal)),
-        };
-        if let Err(reason) = self.check.check(&claims) {
-            return self.deny(request, Denial::Scope(reason));
-        }
-        if source == TokenSource::Query
-            && let Some(uri) = token::without_query_param(request.uri(), &verifier.names.query)
-        {
-            *request.uri_mut() = uri;
-        }
-        let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
-        let deadline = verifier.expiry(claims.exp);
-        let extensions = request.extensions_mut();
-        extensions.insert(identity);
-        extensions.insert(deadline);
-        extensions.insert(claims);
-        let future = self.inner.call(request);
-        match selected {
-            Some((protocol, token)) => HandshakeFuture::select_bearer(future, protocol, token),
-            None => HandshakeFuture::inner(future),
         }
     }
+}
+
+/// What the handshake face decided.
+enum Judgment<B> {
+    /// Call the inner service (with the `bearer` subprotocol to select, when the token came
+    /// in `Sec-WebSocket-Protocol`).
+    Pass(Request<B>, Option<(String, String)>),
+    /// Refuse.
+    Deny(Request<B>, Denial),
+    /// The token's key id is unknown to a fetched key set.
+    Unknown(Request<B>, Arc<RemoteJwks>),
+}
+
+/// Judges a handshake: Origin, token sources, verification, the claims check; on success
+/// the request carries the identity, its deadline and the claims.
+fn judge<B, C>(
+    verifier: &Verifier,
+    check: &dyn ClaimsCheck<C>,
+    mut request: Request<B>,
+) -> Judgment<B>
+where
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    if !verifier.origins.is_empty()
+        && let Some(origin) = request.headers().get(ORIGIN)
+        && !origin
+            .to_str()
+            .is_ok_and(|origin| verifier.origins.iter().any(|p| p.matches(origin)))
+    {
+        return Judgment::Deny(request, Denial::Origin);
+    }
+    let found = token::extract(
+        request.headers(),
+        request.uri(),
+        &verifier.sources,
+        &verifier.names,
+    );
+    let found = match found {
+        Ok(Some(found)) => found,
+        Ok(None) if verifier.in_band => {
+            request.extensions_mut().insert(verifier.auth_window());
+            return Judgment::Pass(request, None);
+        }
+        Ok(None) => return Judgment::Deny(request, Denial::Missing),
+        Err(ExtractError::Malformed(why)) => {
+            return Judgment::Deny(request, Denial::Malformed(why));
+        }
+        Err(ExtractError::Ambiguous) => {
+            return Judgment::Deny(
+                request,
+                Denial::Malformed("more than one token in the request"),
+            );
+        }
+    };
+    let source = found.source;
+    let bearer = found
+        .protocol
+        .map(|protocol| (protocol.to_owned(), found.token.to_owned()));
+    let claims = match verifier.verify::<C>(found.token) {
+        Ok(claims) => claims,
+        Err(Refusal::Unknown(remote)) => return Judgment::Unknown(request, remote),
+        Err(refusal) => return Judgment::Deny(request, Denial::Token(refusal)),
+    };
+    if let Err(reason) = check.check(&claims) {
+        return Judgment::Deny(request, Denial::Scope(reason));
+    }
+    if source == TokenSource::Query
+        && let Some(uri) = token::without_query_param(request.uri(), &verifier.names.query)
+    {
+        *request.uri_mut() = uri;
+    }
+    let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
+    let deadline = verifier.expiry(claims.exp);
+    let extensions = request.extensions_mut();
+    extensions.insert(identity);
+    extensions.insert(deadline);
+    extensions.insert(claims);
+    Judgment::Pass(request, bearer)
 }
 
 /// Why a handshake was refused.
@@ -199,36 +264,30 @@ impl Denial {
     }
 }
 
-impl<S, C> JwtAuth<S, C> {
-    /// Answers a refused handshake: a gRPC status to gRPC, an accepted upgrade closed at
-    /// once in `reject_with_close` mode, else the HTTP status and challenge.
-    fn deny<B, ResBody>(
-        &mut self,
-        mut request: Request<B>,
-        denial: Denial,
-    ) -> HandshakeFuture<S::Future, ResBody>
-    where
-        S: Service<Request<B>, Response = Response<ResBody>>,
-        ResBody: Default,
-    {
-        tracing::debug!(reason = denial.description(), "handshake refused");
-        if is_grpc(request.headers()) {
-            let code = if denial.forbidden() {
-                GRPC_PERMISSION_DENIED
-            } else {
-                GRPC_UNAUTHENTICATED
-            };
-            return HandshakeFuture::rejected(grpc_status(code, denial.description()));
-        }
-        if self.verifier.reject_with_close && is_websocket_upgrade(&request) {
-            // A deadline that has already passed: the driver closes right after the 101.
-            let deadline =
-                Deadline::after(&self.verifier.clock, Duration::ZERO, denial.guard_error());
-            request.extensions_mut().insert(deadline);
-            return HandshakeFuture::inner(self.inner.call(request));
-        }
-        HandshakeFuture::rejected(denial.response())
+/// How a refused handshake is answered: a gRPC status to gRPC, the request itself (to be
+/// upgraded, then closed at once) in `reject_with_close` mode, else the HTTP status and
+/// challenge.
+fn answer<B, ResBody: Default>(
+    verifier: &Verifier,
+    mut request: Request<B>,
+    denial: &Denial,
+) -> Result<Request<B>, Response<ResBody>> {
+    tracing::debug!(reason = denial.description(), "handshake refused");
+    if is_grpc(request.headers()) {
+        let code = if denial.forbidden() {
+            GRPC_PERMISSION_DENIED
+        } else {
+            GRPC_UNAUTHENTICATED
+        };
+        return Err(grpc_status(code, denial.description()));
     }
+    if verifier.reject_with_close && is_websocket_upgrade(&request) {
+        // A deadline that has already passed: the driver closes right after the 101.
+        let deadline = Deadline::after(&verifier.clock, Duration::ZERO, denial.guard_error());
+        request.extensions_mut().insert(deadline);
+        return Ok(request);
+    }
+    Err(denial.response())
 }
 
 const GRPC_UNAUTHENTICATED: u8 = 16;
