@@ -2,15 +2,16 @@
 //!
 //! | layer | guards | default |
 //! |---|---|---|
-//! | [`JwtAuthLayer`] | who may connect and keep talking | HS256, `exp` required, 0 s leeway, no token = 401 |
-//! | [`MessageRateLimitLayer`] | how fast a connection may send | 30 messages per 60 s (GCRA, burst 30) |
-//! | [`SanitizeLayer`] | what a text message may contain | HTML escaped, 64 KiB max, control/bidi characters refused |
+//! | [`JwtAuthLayer`] | who may connect and keep talking | HMAC/RSA/EC/EdDSA keys and JWKS, `exp` required, 0 s leeway, no token = 401 |
+//! | [`MessageRateLimitLayer`] | how fast a user and a connection may send, how often they may connect | 30 messages per 60 s (GCRA, burst 30) per user and per connection |
+//! | [`SanitizeLayer`] | what a text message may contain | HTML escaped, 64 KiB max, control/bidi/zero-width characters refused |
 //!
 //! A tower layer on an HTTP route only sees the upgrade request, never the messages, so the
 //! crate has two faces:
 //!
 //! - the **handshake face**, `Service<http::Request<B>>`: [`JwtAuthLayer`] on an axum route
-//!   (or any tower HTTP stack) verifies the token and answers 401/400 before the upgrade;
+//!   (or any tower HTTP stack) verifies the token and answers 401/400/403 before the upgrade,
+//!   and [`MessageRateLimitLayer`] answers 429 to too many attempts or connections;
 //! - the **message face**, `Service<WsRequest>`: each inbound message is a [`WsRequest`], the
 //!   [`WsResponse`] is what goes back. All three layers implement it; the [`Driver`] runs such
 //!   a stack over a socket, built once per connection, and turns rejections ([`GuardError`])
@@ -30,7 +31,7 @@
 //! let config = GuardConfig::from_toml(r#"
 //!     [jwt]
 //!     secret = "a secret of at least thirty-two bytes!!"
-//!     [rate_limit.per_connection]
+//!     [rate_limit.per_user]
 //!     messages = 1
 //!     period = "10s"
 //! "#)?;
@@ -61,8 +62,10 @@
 //!
 //! # Features
 //!
-//! - `axum`: conversions for axum 0.8's WebSocket types, [`Connection`] as an extractor.
+//! - `axum` (default): conversions for axum 0.8's WebSocket types, [`Connection`] and
+//!   [`Claims`](auth::Claims) as extractors; turns on `tungstenite`.
 //! - `tungstenite`: conversions for tokio-tungstenite's types.
+//! - `jwks`: an HTTP(S) client (hyper, rustls) for JWKS URLs.
 
 pub mod auth;
 pub mod clock;
