@@ -134,8 +134,8 @@ async fn until(page: &Client, condition: &str) {
     .unwrap_or_else(|_| panic!("never true: {condition}"));
 }
 
-async fn open_chat(page: &Client, addr: SocketAddr, name: &str) {
-    page.goto(&format!("http://{addr}/")).await.unwrap();
+async fn open_chat(page: &Client, addr: SocketAddr, name: &str, query: &str) {
+    page.goto(&format!("http://{addr}/{query}")).await.unwrap();
     js(page, &format!(
         "document.getElementById('name').value = {}; document.getElementById('login').requestSubmit();",
         json!(name)
@@ -167,8 +167,10 @@ async fn two_pages_chat_xss_stays_text_and_the_rate_limit_shows() {
     let driver = Driver::start(&chromedriver).await;
     let alice = driver.browser(&chromium).await;
     let bob = driver.browser(&chromium).await;
-    open_chat(&alice, addr, "alice").await;
-    open_chat(&bob, addr, "bob").await;
+    open_chat(&alice, addr, "alice", "").await;
+    // Bob's tokens live 6 s: the page must refresh in-band to stay connected.
+    open_chat(&bob, addr, "bob", "?ttl=6").await;
+    until(&alice, "[...document.querySelectorAll('#log li.system')].some(li => li.textContent === 'bob joined #lobby')").await;
 
     // A canary on every way a payload could run script in Bob's page.
     js(&bob, "window.__xss = 0; const hit = () => { window.__xss++; }; window.alert = hit; window.confirm = hit; window.prompt = hit;").await;
@@ -240,6 +242,18 @@ async fn two_pages_chat_xss_stays_text_and_the_rate_limit_shows() {
         "the countdown shows: {error}"
     );
     screenshot(&alice, "chat-alice.png").await;
+
+    // Past the first token's life, Bob is still connected: his page refreshed the token.
+    until(&bob, "[...document.querySelectorAll('#log li.system')].some(li => li.textContent.startsWith('token refreshed'))").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = js(
+        &bob,
+        "return [socket.readyState, document.getElementById('status').textContent];",
+    )
+    .await;
+    assert_eq!(state[0], json!(1), "Bob's socket closed: {state}");
+    js(&bob, "document.getElementById('content').value = 'still here'; document.getElementById('sendForm').requestSubmit();").await;
+    until(&alice, "[...document.querySelectorAll('#log li.message .content')].some(c => c.textContent === 'still here')").await;
 
     alice.close().await.unwrap();
     bob.close().await.unwrap();

@@ -533,6 +533,56 @@ async fn the_shutdown_close_overtakes_a_full_queue() {
 }
 
 #[tokio::test]
+async fn presence_events_tell_a_room_who_comes_and_goes() {
+    let server = Server::start().await;
+    let mut alice = server.join("alice").await;
+    wait_for(|| server.chat.connected() == 1).await;
+    let mut bob = server.join("bob").await;
+    assert_eq!(
+        next_any_json(&mut alice).await,
+        json!({"type": "user_joined", "room": "lobby", "user": "bob"})
+    );
+    send_json(&mut bob, json!({"type": "join", "room": "rust"})).await;
+    assert_eq!(
+        next_any_json(&mut bob).await,
+        json!({"type": "joined", "room": "rust"})
+    );
+    send_json(&mut alice, json!({"type": "join", "room": "rust"})).await;
+    assert_eq!(
+        next_any_json(&mut alice).await,
+        json!({"type": "joined", "room": "rust"})
+    );
+    assert_eq!(
+        next_any_json(&mut bob).await,
+        json!({"type": "user_joined", "room": "rust", "user": "alice"})
+    );
+    send_json(&mut bob, json!({"type": "leave", "room": "rust"})).await;
+    assert_eq!(
+        next_any_json(&mut bob).await,
+        json!({"type": "left", "room": "rust"})
+    );
+    assert_eq!(
+        next_any_json(&mut alice).await,
+        json!({"type": "user_left", "room": "rust", "user": "bob"})
+    );
+    // Bob is no longer in #rust: he cannot send there.
+    send_json(
+        &mut bob,
+        json!({"type": "send_message", "room": "rust", "content": "x"}),
+    )
+    .await;
+    assert_eq!(next_any_json(&mut bob).await["code"], "forbidden");
+    send_json(&mut bob, json!({"type": "leave", "room": "rust"})).await;
+    assert_eq!(next_any_json(&mut bob).await["code"], "invalid_message");
+    // A disconnect tells every room the client was in.
+    drop(bob);
+    assert_eq!(
+        next_any_json(&mut alice).await,
+        json!({"type": "user_left", "room": "lobby", "user": "bob"})
+    );
+}
+
+#[tokio::test]
 async fn a_disconnect_leaves_no_member_behind() {
     let server = Server::start().await;
     let alice = server.join("alice").await;

@@ -123,19 +123,55 @@ impl Chat {
         self.join(id, LOBBY);
     }
 
+    /// Leaves every room (telling the others) and forgets the client.
     fn disconnect(&self, id: ConnectionId) {
+        let rooms: Vec<String> = lock(&self.rooms)
+            .iter()
+            .filter(|(_, members)| members.contains(&id))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in rooms {
+            self.leave(id, &room);
+        }
         lock(&self.members).remove(&id);
-        lock(&self.rooms).retain(|_, members| {
-            members.remove(&id);
-            !members.is_empty()
-        });
     }
 
-    fn join(&self, id: ConnectionId, room: &str) {
-        lock(&self.rooms)
+    fn subject(&self, id: ConnectionId) -> Option<Arc<str>> {
+        lock(&self.members)
+            .get(&id)
+            .map(|member| member.subject.clone())
+    }
+
+    /// Joins `room`, telling the members already there; whether the client was new there.
+    fn join(&self, id: ConnectionId, room: &str) -> bool {
+        let new = lock(&self.rooms)
             .entry(room.to_owned())
             .or_default()
             .insert(id);
+        if new && let Some(user) = self.subject(id) {
+            let event = json!({"type": "user_joined", "room": room, "user": &*user});
+            self.broadcast_except(room, id, &Message::text(event.to_string()));
+        }
+        new
+    }
+
+    /// Leaves `room`, telling the members still there; whether the client was there.
+    fn leave(&self, id: ConnectionId, room: &str) -> bool {
+        let left = {
+            let mut rooms = lock(&self.rooms);
+            let left = rooms
+                .get_mut(room)
+                .is_some_and(|members| members.remove(&id));
+            if rooms.get(room).is_some_and(HashSet::is_empty) {
+                rooms.remove(room);
+            }
+            left
+        };
+        if left && let Some(user) = self.subject(id) {
+            let event = json!({"type": "user_left", "room": room, "user": &*user});
+            self.broadcast_except(room, id, &Message::text(event.to_string()));
+        }
+        left
     }
 
     fn is_member(&self, id: ConnectionId, room: &str) -> bool {
@@ -146,9 +182,24 @@ impl Chat {
 
     /// Sends `message` to every member of `room`; a member whose queue is full misses it.
     fn broadcast(&self, room: &str, message: &Message) {
+        self.send_to(room, None, message);
+    }
+
+    /// Sends `message` to every member of `room` but `except`.
+    fn broadcast_except(&self, room: &str, except: ConnectionId, message: &Message) {
+        self.send_to(room, Some(except), message);
+    }
+
+    fn send_to(&self, room: &str, except: Option<ConnectionId>, message: &Message) {
         let targets: Vec<ConnectionId> = lock(&self.rooms)
             .get(room)
-            .map(|members| members.iter().copied().collect())
+            .map(|members| {
+                members
+                    .iter()
+                    .copied()
+                    .filter(|id| Some(*id) != except)
+                    .collect()
+            })
             .unwrap_or_default();
         let members = lock(&self.members);
         for id in targets {
@@ -346,6 +397,7 @@ async fn ws(
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
     Join { room: String },
+    Leave { room: String },
     SendMessage { room: String, content: String },
 }
 
@@ -380,6 +432,14 @@ fn handle(chat: &Chat, clock: &Clock, request: WsRequest) -> Result<WsResponse, 
             chat.join(connection.id(), &room);
             Ok(WsResponse::message(
                 json!({"type": "joined", "room": room}).to_string(),
+            ))
+        }
+        ClientMessage::Leave { room } => {
+            if !chat.leave(connection.id(), &room) {
+                return Err(invalid("not in that room"));
+            }
+            Ok(WsResponse::message(
+                json!({"type": "left", "room": room}).to_string(),
             ))
         }
         ClientMessage::SendMessage { room, content } => {

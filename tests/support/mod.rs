@@ -86,8 +86,19 @@ pub async fn next(client: &mut Client) -> Message {
     }
 }
 
-/// The next message, parsed as JSON.
+/// The next message, parsed as JSON, skipping presence events (`user_joined`,
+/// `user_left`), which arrive whenever someone comes or goes.
 pub async fn next_json(client: &mut Client) -> Value {
+    loop {
+        let value = next_any_json(client).await;
+        if !matches!(value["type"].as_str(), Some("user_joined" | "user_left")) {
+            return value;
+        }
+    }
+}
+
+/// The next message, parsed as JSON, whatever it is.
+pub async fn next_any_json(client: &mut Client) -> Value {
     match next(client).await {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("expected a JSON text message, got {other:?}"),
