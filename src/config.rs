@@ -338,6 +338,34 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_can_come_from_a_file_without_its_trailing_newline() {
+        let path = std::env::temp_dir().join(format!("ws-guard-secret-{}", std::process::id()));
+        std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+        let toml = format!("[jwt]\nsecret_file = {:?}", path.display().to_string());
+        let config = GuardConfig::from_toml(&toml).unwrap();
+        config.validate().unwrap();
+        let short = format!(
+            "[jwt]\nsecret_file = {:?}\nsecret = \"x\"",
+            path.display().to_string()
+        );
+        let error = GuardConfig::from_toml(&short)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(error.to_string().contains("set one of"), "{error}");
+        std::fs::write(&path, "too short\n").unwrap();
+        let error = GuardConfig::from_toml(&toml)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("at least 32 bytes (got 9)"),
+            "{error}"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn a_missing_file_is_an_io_error() {
         let error = GuardConfig::load("/nonexistent/guard.toml").unwrap_err();
         assert!(matches!(error, ConfigError::Io { .. }), "{error}");

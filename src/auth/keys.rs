@@ -7,7 +7,7 @@
 //! followed: keys come from configuration only.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
@@ -46,6 +46,8 @@ pub struct KeyConfig {
     pub secret: Option<Secret>,
     /// An environment variable holding an HMAC secret.
     pub secret_env: Option<String>,
+    /// A file holding an HMAC secret (a trailing newline is not part of it).
+    pub secret_file: Option<PathBuf>,
 }
 
 /// One issuer and its keys: `[[jwt.issuers]]`.
@@ -220,17 +222,13 @@ fn parse_algorithm(name: &str, field: &str) -> Result<Algorithm, ConfigError> {
 pub(crate) fn hmac_secret(
     secret: Option<&Secret>,
     env: Option<&str>,
+    file: Option<&Path>,
     field: &str,
 ) -> Result<Option<Vec<u8>>, ConfigError> {
-    let secret = match (secret, env) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                field,
-                "set either `secret` or `secret_env`, not both",
-            ));
-        }
-        (Some(secret), None) => secret.expose().as_bytes().to_vec(),
-        (None, Some(var)) => std::env::var(var)
+    let secret = match (secret, env, file) {
+        (None, None, None) => return Ok(None),
+        (Some(secret), None, None) => secret.expose().as_bytes().to_vec(),
+        (None, Some(var), None) => std::env::var(var)
             .map_err(|_| {
                 ConfigError::invalid(
                     format!("{field}.secret_env"),
@@ -238,7 +236,24 @@ pub(crate) fn hmac_secret(
                 )
             })?
             .into_bytes(),
-        (None, None) => return Ok(None),
+        (None, None, Some(path)) => {
+            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            // A file written by `echo` or an editor ends with a newline that is not part
+            // of the secret.
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            bytes
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                field,
+                "set one of `secret`, `secret_env` and `secret_file`",
+            ));
+        }
     };
     if secret.len() < MIN_HMAC_SECRET_BYTES {
         return Err(ConfigError::invalid(
@@ -270,7 +285,12 @@ pub(crate) fn load_key(
         })?),
         (None, None) => None,
     };
-    let secret = hmac_secret(config.secret.as_ref(), config.secret_env.as_deref(), field)?;
+    let secret = hmac_secret(
+        config.secret.as_ref(),
+        config.secret_env.as_deref(),
+        config.secret_file.as_deref(),
+        field,
+    )?;
     let key = match (algorithm, pem, secret) {
         (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512, None, Some(secret)) => {
             DecodingKey::from_secret(&secret)

@@ -44,6 +44,8 @@ pub struct JwtConfig {
     pub secret: Option<Secret>,
     /// The name of an environment variable holding the HMAC secret.
     pub secret_env: Option<String>,
+    /// A file holding the HMAC secret (a trailing newline is not part of it).
+    pub secret_file: Option<PathBuf>,
     /// The signing algorithm (`HS256`).
     pub algorithm: String,
     /// When set, tokens must carry this `iss`.
@@ -91,6 +93,7 @@ impl Default for JwtConfig {
         Self {
             secret: None,
             secret_env: None,
+            secret_file: None,
             algorithm: "HS256".to_owned(),
             issuer: None,
             audience: None,
@@ -298,7 +301,12 @@ fn key_ring(config: &JwtConfig, secret: Option<&[u8]>) -> Result<KeyRing, Config
     let mut default: Vec<Loaded> = Vec::new();
     let legacy = match secret {
         Some(secret) => Some(secret.to_vec()),
-        None => hmac_secret(config.secret.as_ref(), config.secret_env.as_deref(), "jwt")?,
+        None => hmac_secret(
+            config.secret.as_ref(),
+            config.secret_env.as_deref(),
+            config.secret_file.as_deref(),
+            "jwt",
+        )?,
     };
     if let Some(secret) = legacy {
         if secret.len() < MIN_HMAC_SECRET_BYTES {
