@@ -70,10 +70,12 @@ impl Clock {
     /// clock, the next [`Clock::advance`] past it on a manual one.
     pub async fn sleep_until(&self, deadline: Duration) {
         match &self.manual {
-            None => {
-                let at = process_start() + deadline;
-                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-            }
+            None => match process_start().checked_add(deadline) {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                // Beyond what an Instant can hold (a token valid for billions of years):
+                // it never comes.
+                None => std::future::pending().await,
+            },
             Some(manual) => {
                 let mut moved = manual.moved.subscribe();
                 while self.monotonic() < deadline {
@@ -123,6 +125,17 @@ impl governor::clock::Clock for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_deadline_beyond_any_instant_never_comes_and_does_not_panic() {
+        let clock = Clock::system();
+        let sleep = clock.sleep_until(Duration::MAX);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), sleep)
+                .await
+                .is_err()
+        );
+    }
 
     #[tokio::test]
     async fn a_manual_sleep_ends_when_the_clock_is_advanced_past_it() {

@@ -85,7 +85,7 @@ impl Deadline {
     #[must_use]
     pub fn after(clock: &Clock, after: Duration, error: GuardError) -> Self {
         Self {
-            at: clock.monotonic() + after,
+            at: clock.monotonic().saturating_add(after),
             clock: clock.clone(),
             error,
         }

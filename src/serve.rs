@@ -41,6 +41,9 @@ use crate::message::{CloseFrame, Message, close_code};
 /// How long the driver waits for the peer to answer its close before dropping the socket.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a send may wait for the peer to read before the peer is dropped.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a transport error means to the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,6 +83,7 @@ pub struct Driver<S, O = Pending<Message>> {
     service: S,
     outbound: O,
     close_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl<S, O> fmt::Debug for Driver<S, O> {
@@ -97,6 +101,7 @@ impl<S> Driver<S> {
             service,
             outbound: stream::pending(),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 }
@@ -114,12 +119,21 @@ impl<S, O> Driver<S, O> {
             service: self.service,
             outbound,
             close_timeout: self.close_timeout,
+            send_timeout: self.send_timeout,
         }
     }
 
     /// How long to wait for the peer's answer to a close (default 5 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// How long a send may wait for the peer to read (default 10 s); past it the peer is
+    /// dropped, so that a client that stops reading holds neither memory nor its
+    /// connection beyond that.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 
@@ -138,7 +152,12 @@ impl<S, O> Driver<S, O> {
             mut service,
             outbound,
             close_timeout,
+            send_timeout,
         } = self;
+        let limits = Limits {
+            close: close_timeout,
+            send: send_timeout,
+        };
         let mut outbound = outbound.fuse();
         let mut deadline = connection.watch_deadline();
         let disconnect = loop {
@@ -152,7 +171,7 @@ impl<S, O> Driver<S, O> {
                         Inbound::Message(message) => {
                             let request = WsRequest::new(message, connection.clone());
                             let reply = dispatch(&mut service, request, &connection).await;
-                            send_reply(&mut socket, reply, close_timeout).await
+                            send_reply(&mut socket, reply, limits, &mut deadline).await
                         }
                         Inbound::End(step) => finish(&mut socket, step, close_timeout).await,
                     }
@@ -165,7 +184,7 @@ impl<S, O> Driver<S, O> {
                         },
                         message => Reply { messages: vec![message], close: None },
                     };
-                    send_reply(&mut socket, reply, close_timeout).await
+                    send_reply(&mut socket, reply, limits, &mut deadline).await
                 }
             };
             if let Some(disconnect) = step {
@@ -304,11 +323,23 @@ fn rejection(error: BoxError, connection: &Connection) -> Reply {
     }
 }
 
+/// The driver's time limits.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    close: Duration,
+    send: Duration,
+}
+
 /// Sends a reply; returns how the connection ended if it did.
+///
+/// A peer that does not take the messages within the send timeout is dropped (it stopped
+/// reading: its data would only pile up), and so is one whose deadline passes while it is
+/// not reading — no close frame can get through a full socket.
 async fn send_reply<T, M, E>(
     socket: &mut T,
     reply: Reply,
-    close_timeout: Duration,
+    limits: Limits,
+    deadline: &mut watch::Receiver<Option<Deadline>>,
 ) -> Option<Disconnect>
 where
     T: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
@@ -318,12 +349,23 @@ where
 {
     if !reply.messages.is_empty() {
         let mut messages = stream::iter(reply.messages.into_iter().map(|m| Ok(M::from(m))));
-        if let Err(error) = socket.send_all(&mut messages).await {
-            return Some(Disconnect::Dropped(Some(error.into())));
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(limits.send, socket.send_all(&mut messages)) => sent,
+            error = expired(deadline) => {
+                let why = format!("{} while the peer was not reading", error.code());
+                return Some(Disconnect::Dropped(Some(why.into())));
+            }
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Some(Disconnect::Dropped(Some(error.into()))),
+            Err(_) => {
+                return Some(Disconnect::Dropped(Some("the peer stopped reading".into())));
+            }
         }
     }
     match reply.close {
-        Some(frame) => finish(socket, End::Close(frame), close_timeout).await,
+        Some(frame) => finish(socket, End::Close(frame), limits.close).await,
         None => None,
     }
 }
@@ -473,7 +515,12 @@ impl<T, S> GuardedSocket<T, S> {
                 Inbound::Message(message) => {
                     let request = WsRequest::new(message, self.connection.clone());
                     let reply = dispatch(&mut self.service, request, &self.connection).await;
-                    let step = send_reply(&mut self.socket, reply, self.close_timeout).await;
+                    let limits = Limits {
+                        close: self.close_timeout,
+                        send: DEFAULT_SEND_TIMEOUT,
+                    };
+                    let step =
+                        send_reply(&mut self.socket, reply, limits, &mut self.deadline).await;
                     if step.is_none()
                         && let Some(message) = self.deliver.take()
                     {

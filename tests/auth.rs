@@ -264,6 +264,20 @@ async fn the_attack_suite_is_refused_with_the_exact_answer_and_never_reaches_the
 }
 
 #[tokio::test]
+async fn an_exp_at_the_end_of_time_neither_panics_nor_expires() {
+    let layer = JwtAuthLayer::hs256(SECRET).unwrap();
+    let forever = token(SECRET, &json!({"sub": "alice", "exp": u64::MAX}));
+    let (response, reached) = handshake(
+        &layer,
+        "/ws",
+        &[("authorization", &format!("Bearer {forever}"))],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(reached.is_some());
+}
+
+#[tokio::test]
 async fn a_jku_header_is_never_followed() {
     // A token pointing at a key set elsewhere, signed with an unknown key: refused, and no
     // request leaves the process (there is no HTTP client on this path at all).

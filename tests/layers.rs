@@ -514,3 +514,31 @@ mod handshake {
         assert!(!debug.contains(SECRET), "{debug}");
     }
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let (addr, mut ended) = server(1 << 20, |socket, connection| {
+        Driver::new(echo())
+            .send_timeout(Duration::from_millis(300))
+            .run(socket, connection)
+    })
+    .await;
+    let mut client = client(addr).await;
+    // Send far more than loopback buffers hold, and never read the echoes.
+    let writer = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![0u8; 256 * 1024]);
+        for _ in 0..200 {
+            if client.send(TsMessage::Binary(chunk.clone())).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    let disconnect = tokio::time::timeout(PATIENCE, ended.recv())
+        .await
+        .expect("dropped in time")
+        .unwrap();
+    let text = format!("{disconnect:?}");
+    assert!(text.contains("the peer stopped reading"), "{text}");
+    writer.abort();
+}
