@@ -45,6 +45,9 @@ impl fmt::Display for ConnectionId {
 pub struct Identity {
     /// The subject (`sub` claim).
     pub subject: Arc<str>,
+    /// The issuer (`iss` claim), when the token had one: the same subject at two issuers is
+    /// two users.
+    pub issuer: Option<Arc<str>>,
     /// When the credential that established this identity expires, in Unix seconds.
     pub expires_at: Option<u64>,
 }
@@ -55,8 +58,32 @@ impl Identity {
     pub fn new(subject: impl Into<Arc<str>>) -> Self {
         Self {
             subject: subject.into(),
+            issuer: None,
             expires_at: None,
         }
+    }
+
+    /// Sets the issuer.
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<Arc<str>>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The key per-user state is kept under: the subject, qualified by the issuer when
+    /// there is one.
+    #[must_use]
+    pub fn user_key(&self) -> Arc<str> {
+        match &self.issuer {
+            None => self.subject.clone(),
+            Some(issuer) => format!("{issuer}\u{0}{}", self.subject).into(),
+        }
+    }
+
+    /// Whether `other` is the same user (same subject, same issuer).
+    #[must_use]
+    pub fn same_user(&self, other: &Identity) -> bool {
+        self.subject == other.subject && self.issuer == other.issuer
     }
 
     /// Sets when the credential expires (Unix seconds).

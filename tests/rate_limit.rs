@@ -133,6 +133,31 @@ async fn tabs_of_one_user_share_the_quota_and_other_users_do_not() {
 }
 
 #[tokio::test]
+async fn the_same_subject_at_two_issuers_is_two_users() {
+    let harness = Harness::new(|c| {
+        c.per_user = QuotaConfig::new(1, Duration::from_secs(60));
+        c.per_connection = QuotaConfig::off();
+    });
+    let client = |issuer: &str| {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Identity::new("alice").issuer(issuer));
+        Client {
+            service: harness.layer.layer(inner()),
+            connection: Connection::new(None, extensions),
+        }
+    };
+    let (mut at_a, mut at_b) = (client("https://a.test"), client("https://b.test"));
+    assert!(at_a.text("1").await.unwrap());
+    assert!(at_b.text("1").await.unwrap(), "alice@b has her own quota");
+    assert_eq!(at_a.text("2").await.unwrap_err().code(), "rate_limited");
+    assert!(
+        !Identity::new("alice")
+            .issuer("https://a.test")
+            .same_user(&Identity::new("alice").issuer("https://b.test"))
+    );
+}
+
+#[tokio::test]
 async fn without_identity_the_connection_quota_is_the_limit() {
     let harness = Harness::new(|c| c.per_connection = QuotaConfig::new(2, Duration::from_secs(60)));
     let mut anonymous = harness.connect(None);

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use super::check::ClaimsCheck;
+use super::claims::Claims;
 use super::jwks::RemoteJwks;
 use super::layer::{Refusal, Verifier};
 use super::token::{self, ExtractError, TokenSource};
@@ -194,7 +195,7 @@ where
     {
         *request.uri_mut() = uri;
     }
-    let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
+    let identity = identity_of(&claims);
     let deadline = verifier.expiry(claims.exp);
     let extensions = request.extensions_mut();
     extensions.insert(identity);
@@ -391,9 +392,10 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
         self.check
             .check(&claims)
             .map_err(|reason| GuardError::new(GuardErrorKind::Forbidden, reason).closing())?;
+        let fresh = identity_of(&claims);
         match connection.identity() {
             None => {
-                let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
+                let identity = fresh;
                 if connection.set_identity(identity).is_err() {
                     return Err(refused(
                         GuardErrorKind::Unauthenticated,
@@ -401,7 +403,7 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
                     ));
                 }
             }
-            Some(identity) if *identity.subject == *claims.sub => {}
+            Some(identity) if identity.same_user(&fresh) => {}
             Some(_) => {
                 return Err(refused(
                     GuardErrorKind::Unauthenticated,
@@ -414,6 +416,15 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
         let reply =
             serde_json::json!({"type": "auth_ok", "sub": claims.sub, "expires_at": claims.exp});
         Ok(WsResponse::message(reply.to_string()))
+    }
+}
+
+/// The identity verified claims establish.
+fn identity_of<C>(claims: &Claims<C>) -> Identity {
+    let identity = Identity::new(claims.sub.as_str()).expires_at(claims.exp);
+    match &claims.iss {
+        Some(issuer) => identity.issuer(issuer.as_str()),
+        None => identity,
     }
 }
 

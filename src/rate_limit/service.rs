@@ -91,7 +91,7 @@ impl<S> MessageRateLimit<S> {
         if state.user.is_none()
             && let (Some(users), Some(identity)) = (&shared.users, request.connection().identity())
         {
-            state.user = Some(users.acquire(&identity.subject));
+            state.user = Some(users.acquire(&identity.user_key()));
         }
         if let Some(user) = &state.user {
             user.check(now, bytes)?;
@@ -275,7 +275,7 @@ where
         let user = request
             .extensions()
             .get::<Identity>()
-            .map(|identity| identity.subject.clone())
+            .map(Identity::user_key)
             .filter(|_| {
                 earlier
                     .as_ref()
