@@ -114,6 +114,53 @@ async fn an_upgrade_without_a_token_authenticates_in_band_and_nothing_before_is_
 }
 
 #[tokio::test]
+async fn in_band_clients_cannot_flood_before_or_while_authenticating() {
+    let server = Server::start().await;
+    let mut chatty = anonymous(&server).await;
+    for _ in 0..10 {
+        send_json(&mut chatty, say("before auth")).await;
+        assert_eq!(next_json(&mut chatty).await["code"], "unauthenticated");
+    }
+    send_json(&mut chatty, say("one more")).await;
+    assert_eq!(
+        closed(&mut chatty).await,
+        (4401, "not authenticated".to_owned())
+    );
+
+    let mut refresher = anonymous(&server).await;
+    let token = server.token("alice", 600);
+    for _ in 0..10 {
+        send_json(&mut refresher, json!({"type": "auth", "token": token})).await;
+        assert_eq!(next_json(&mut refresher).await["type"], "auth_ok");
+    }
+    send_json(&mut refresher, json!({"type": "auth", "token": token})).await;
+    assert_eq!(
+        closed(&mut refresher).await,
+        (4429, "too many authentication attempts".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_per_user_connection_cap_holds_for_in_band_identities_too() {
+    let server =
+        Server::start_with(|guard| guard.rate_limit.handshake.max_connections_per_user = 2).await;
+    let _first = server.join("alice").await;
+    let _second = server.join("alice").await;
+    let mut third = anonymous(&server).await;
+    send_json(
+        &mut third,
+        json!({"type": "auth", "token": server.token("alice", 600)}),
+    )
+    .await;
+    assert_eq!(next_json(&mut third).await["type"], "auth_ok");
+    send_json(&mut third, say("a third tab")).await;
+    assert_eq!(
+        closed(&mut third).await,
+        (4429, "too many open connections".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn no_authentication_within_10_seconds_closes_with_4408() {
     let server = Server::start().await;
     let mut client = anonymous(&server).await;

@@ -25,7 +25,18 @@ pub struct JwtAuth<S, C> {
     check: Arc<dyn ClaimsCheck<C>>,
     /// The expiry of the connection's latest token, once it refreshed in-band.
     expires_at: Option<u64>,
+    /// Messages refused before in-band authentication.
+    unauthenticated: u32,
+    /// In-band `auth` messages in the current minute, and when that minute began.
+    auth_attempts: (u32, u64),
 }
+
+/// Messages an in-band client may send before authenticating; the next one closes (4401).
+const MAX_UNAUTHENTICATED: u32 = 10;
+
+/// In-band `auth` messages allowed per connection per minute (each one verifies a token);
+/// past it the connection is closed (4429).
+const MAX_AUTH_PER_MINUTE: u32 = 10;
 
 impl<S, C> JwtAuth<S, C> {
     pub(crate) fn new(inner: S, verifier: Arc<Verifier>, check: Arc<dyn ClaimsCheck<C>>) -> Self {
@@ -34,6 +45,8 @@ impl<S, C> JwtAuth<S, C> {
             verifier,
             check,
             expires_at: None,
+            unauthenticated: 0,
+            auth_attempts: (0, 0),
         }
     }
 
@@ -347,6 +360,9 @@ where
         if self.verifier.in_band
             && let Some(token) = auth_token(request.message())
         {
+            if let Err(error) = self.count_auth_attempt() {
+                return ResponseFuture::rejected(error);
+            }
             return match self.authenticate(request.connection(), &token) {
                 Ok(reply) => ResponseFuture::respond(reply),
                 Err(error) => ResponseFuture::rejected(error),
@@ -354,8 +370,10 @@ where
         }
         let Some(identity) = request.connection().identity() else {
             let error = GuardError::new(GuardErrorKind::Unauthenticated, "not authenticated");
-            // In-band, the client may still authenticate: tell it, forward nothing.
-            let error = if self.verifier.in_band {
+            // In-band, the client may still authenticate: tell it, forward nothing — a few
+            // times; then the connection is closed.
+            self.unauthenticated += 1;
+            let error = if self.verifier.in_band && self.unauthenticated <= MAX_UNAUTHENTICATED {
                 error
             } else {
                 error.closing()
@@ -373,6 +391,25 @@ where
 }
 
 impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
+    /// Counts an in-band `auth`: each verifies a token, so a connection gets a few a minute.
+    fn count_auth_attempt(&mut self) -> Result<(), GuardError> {
+        let now = self.verifier.clock.monotonic_nanos();
+        let (count, since) = &mut self.auth_attempts;
+        if *count == 0 || now.saturating_sub(*since) >= 60_000_000_000 {
+            *count = 0;
+            *since = now;
+        }
+        *count += 1;
+        if *count > MAX_AUTH_PER_MINUTE {
+            return Err(GuardError::new(
+                GuardErrorKind::RateLimited,
+                "too many authentication attempts",
+            )
+            .closing());
+        }
+        Ok(())
+    }
+
     /// In-band authentication or refresh: the first `auth` gives the connection its
     /// identity; a later one must be for the same subject and moves the deadline to the new
     /// token's expiry. Anything wrong closes with 4401.
@@ -387,6 +424,18 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
             .verify::<C>(token)
             .map_err(|refusal| match refusal {
                 Refusal::Expired => refused(GuardErrorKind::TokenExpired, "token expired"),
+                Refusal::Unknown(remote) => {
+                    // The key set may have rotated: fetch it (at most once per interval) so
+                    // that the client's next attempt finds the key.
+                    if remote.may_refetch()
+                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                    {
+                        runtime.spawn(async move {
+                            remote.refresh().await;
+                        });
+                    }
+                    refused(GuardErrorKind::Unauthenticated, "no key has this key id")
+                }
                 other => refused(GuardErrorKind::Unauthenticated, other.description()),
             })?;
         self.check

@@ -35,6 +35,9 @@ struct ConnectionState {
     control_tat: u64,
     /// The user's share, once the connection has an identity.
     user: Option<UserShare>,
+    /// The connection's place in the per-user connection count, when its identity came
+    /// in-band (after the handshake face counted it).
+    user_permit: Option<ConnectionPermit>,
     violations: u32,
     window_start: u64,
 }
@@ -153,6 +156,51 @@ impl<S> MessageRateLimit<S> {
     }
 }
 
+impl<S> MessageRateLimit<S> {
+    /// An identity that arrived in-band was not seen by the handshake face: count the
+    /// connection against the per-user cap now, once, or close it (4429).
+    fn count_in_band_user(&mut self, request: &WsRequest) -> Result<(), GuardError> {
+        let shared = &*self.shared;
+        if shared.max_per_user == 0
+            || self.connection.user_permit.is_some()
+            || self.connection.user.is_some()
+        {
+            return Ok(());
+        }
+        let Some(identity) = request.connection().identity() else {
+            return Ok(());
+        };
+        let counted = request
+            .connection()
+            .extensions()
+            .get::<ConnectionPermit>()
+            .is_some_and(|permit| permit.counts_a_user());
+        if counted {
+            return Ok(());
+        }
+        let key = identity.user_key();
+        let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.per_user.entry(key.clone()).or_default();
+        if *count >= shared.max_per_user {
+            drop(open);
+            shared.counters.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(connection = %request.connection().id(), user = %identity.subject, "too many open connections");
+            return Err(
+                GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing(),
+            );
+        }
+        *count += 1;
+        drop(open);
+        self.connection.user_permit = Some(ConnectionPermit(Arc::new(PermitInner {
+            open: shared.open.clone(),
+            user: Some(key),
+            ip: None,
+            earlier: None,
+        })));
+        Ok(())
+    }
+}
+
 /// GCRA on state only this connection touches.
 fn local(gcra: &Gcra, tat: &mut u64, now: u64, n: u64) -> Result<(), Refused> {
     *tat = gcra.test(*tat, now, n)?;
@@ -174,6 +222,9 @@ where
     }
 
     fn call(&mut self, request: WsRequest) -> Self::Future {
+        if let Err(error) = self.count_in_band_user(&request) {
+            return ResponseFuture::rejected(error);
+        }
         let now = self.shared.clock.monotonic_nanos();
         match self.check(&request, now) {
             Ok(()) => {
@@ -192,6 +243,18 @@ where
 /// It travels in the request's extensions into the [`Connection`](crate::Connection).
 #[derive(Clone, Debug)]
 pub struct ConnectionPermit(Arc<PermitInner>);
+
+impl ConnectionPermit {
+    /// Whether this permit, or one it holds, counts a user.
+    fn counts_a_user(&self) -> bool {
+        self.0.user.is_some()
+            || self
+                .0
+                .earlier
+                .as_ref()
+                .is_some_and(ConnectionPermit::counts_a_user)
+    }
+}
 
 #[derive(Debug)]
 struct PermitInner {
