@@ -567,7 +567,7 @@ async fn the_shutdown_close_overtakes_a_full_queue() {
             .try_send(tower_ws_guard::Message::text(format!("queued {i}")))
             .unwrap();
     }
-    let mut outbound = chat.outbound(inbound);
+    let mut outbound = chat.outbound(inbound, Default::default());
     assert_eq!(
         outbound.next().await,
         Some(tower_ws_guard::Message::text("queued 0"))

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use futures_util::stream::{self, PollNext, Stream};
 use serde::Deserialize;
 use serde_json::json;
@@ -47,6 +48,9 @@ json_fields = ["/content"]
 
 /// How many outbound messages may wait for one client before new ones are dropped for it.
 pub(crate) const OUTBOUND_QUEUE: usize = 256;
+
+/// How many bytes of outbound messages may wait for one client, whatever their number.
+pub(crate) const OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 
 /// The room everyone starts in.
 pub(crate) const LOBBY: &str = "lobby";
@@ -83,10 +87,15 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where a client's broadcasts go, and how many bytes wait there.
+type Outbox = (mpsc::Sender<Message>, Arc<AtomicUsize>);
+
 /// One connected client.
 struct Member {
     subject: Arc<str>,
     outbound: mpsc::Sender<Message>,
+    /// Bytes waiting in its queue.
+    queued: Arc<AtomicUsize>,
     /// Broadcasts this client missed because its queue was full.
     dropped: AtomicU64,
 }
@@ -111,12 +120,13 @@ impl Default for Chat {
 }
 
 impl Chat {
-    fn connect(&self, id: ConnectionId, subject: Arc<str>, outbound: mpsc::Sender<Message>) {
+    fn connect(&self, id: ConnectionId, subject: Arc<str>, (outbound, queued): Outbox) {
         lock(&self.members).insert(
             id,
             Member {
                 subject,
                 outbound,
+                queued,
                 dropped: AtomicU64::new(0),
             },
         );
@@ -203,9 +213,14 @@ impl Chat {
             .unwrap_or_default();
         let members = lock(&self.members);
         for id in targets {
-            if let Some(member) = members.get(&id)
-                && member.outbound.try_send(message.clone()).is_err()
-            {
+            let Some(member) = members.get(&id) else {
+                continue;
+            };
+            let size = message.len();
+            let fits = member.queued.load(Ordering::Relaxed) + size <= OUTBOUND_BYTES;
+            if fits && member.outbound.try_send(message.clone()).is_ok() {
+                member.queued.fetch_add(size, Ordering::Relaxed);
+            } else {
                 // Bounded memory per client: a client that does not keep up misses
                 // broadcasts (logged at 1, 2, 4, 8 … misses, not once per message).
                 let missed = member.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -226,13 +241,17 @@ impl Chat {
     pub(crate) fn outbound(
         &self,
         mut queue: mpsc::Receiver<Message>,
+        queued: Arc<AtomicUsize>,
     ) -> impl Stream<Item = Message> + Unpin + use<> {
         let mut shutdown = self.shutdown.subscribe();
         let close = stream::once(async move {
             let _ = shutdown.wait_for(|down| *down).await;
             Message::close(close_code::GOING_AWAY, "server shutting down")
         });
-        let queue = stream::poll_fn(move |cx| queue.poll_recv(cx));
+        let queue = stream::poll_fn(move |cx| queue.poll_recv(cx)).map(move |message| {
+            queued.fetch_sub(message.len(), Ordering::Relaxed);
+            message
+        });
         stream::select_with_strategy(Box::pin(close), queue, |_: &mut ()| PollNext::Left)
     }
 
@@ -361,15 +380,21 @@ async fn ws(
         .max_frame_size(state.max_message_bytes)
         .on_upgrade(move |socket| async move {
             let (outbound, inbound) = mpsc::channel(OUTBOUND_QUEUE);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let outbox: Outbox = (outbound, queued.clone());
             let id = connection.id();
             // The client joins the lobby once it has an identity: at once after a handshake
-            // token, after `auth_ok` in-band. Before that it receives nothing.
+            // token, after `auth_ok` in-band. Before that it receives nothing. Whichever
+            // comes first, the identity or the client's next message, does the joining.
+            let pending = Arc::new(Mutex::new(Some(outbox)));
             let joining = tokio::spawn({
-                let chat = state.chat.clone();
-                let connection = connection.clone();
+                let (chat, connection, pending) =
+                    (state.chat.clone(), connection.clone(), pending.clone());
                 async move {
                     let identity = connection.identified().await;
-                    chat.connect(id, identity.subject, outbound);
+                    if let Some(outbound) = lock(&pending).take() {
+                        chat.connect(id, identity.subject, outbound);
+                    }
                 }
             });
             // The message stack, built once for this connection.
@@ -380,11 +405,16 @@ async fn ws(
             let chat = state.chat.clone();
             let clock = state.clock.clone();
             let service = stack.service(service_fn(move |request: WsRequest| {
+                if let Some(identity) = request.connection().identity()
+                    && let Some(outbound) = lock(&pending).take()
+                {
+                    chat.connect(id, identity.subject.clone(), outbound);
+                }
                 let reply = handle(&chat, &clock, request);
                 std::future::ready(reply)
             }));
             Driver::new(service)
-                .outbound(state.chat.outbound(inbound))
+                .outbound(state.chat.outbound(inbound, queued))
                 .run(socket, connection)
                 .await;
             joining.abort();

@@ -93,11 +93,19 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError>
     let value = value
         .to_str()
         .map_err(|_| ExtractError::Malformed("Authorization header is not visible ASCII"))?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // The scheme is an RFC 7235 token; what follows must be a space.
+    let scheme_len = value
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+        .count();
+    let (scheme, rest) = value.split_at(scheme_len);
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Another scheme is not ours to judge: treated as no token (RFC 6750 §3).
         return Ok(None);
     }
+    let Some(rest) = rest.strip_prefix(' ') else {
+        return Err(ExtractError::Malformed("malformed Bearer credentials"));
+    };
     let token = rest.trim_matches(' ');
     if token.is_empty() || !is_token68(token) {
         return Err(ExtractError::Malformed("malformed Bearer credentials"));
@@ -296,7 +304,14 @@ mod tests {
 
     #[test]
     fn empty_or_odd_bearer_is_malformed() {
-        for value in ["Bearer", "Bearer ", "Bearer a b", "Bearer a,b"] {
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer\ta.b.c",
+            "Bearer,a.b.c",
+        ] {
             let h = headers(&[(AUTHORIZATION, value)]);
             assert!(
                 matches!(extract(&h, BOTH), Err(ExtractError::Malformed(_))),
