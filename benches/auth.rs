@@ -7,13 +7,16 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use support::{bare, call};
 use tower::{Layer, Service, service_fn};
 use tower_ws_guard::auth::{Claims, JwtConfig, KeyConfig};
-use tower_ws_guard::{Connection, Identity, JwtAuthLayer, Message, WsRequest, WsResponse};
+use tower_ws_guard::{Connection, Identity, JwtAuthLayer, Message, WsRequest};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 
@@ -113,10 +116,6 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
-fn bare(_: WsRequest) -> Ready<Result<WsResponse, Infallible>> {
-    ready(Ok(WsResponse::empty()))
-}
-
 fn message_face(c: &mut Criterion) {
     let mut extensions = http::Extensions::new();
     extensions.insert(Identity::new("alice").expires_at(4_000_000_000));
@@ -124,24 +123,11 @@ fn message_face(c: &mut Criterion) {
     let mut group = c.benchmark_group("message face");
     let mut plain = service_fn(bare);
     group.bench_function("bare service_fn", |b| {
-        b.iter(|| {
-            black_box(
-                plain
-                    .call(black_box(request.clone()))
-                    .now_or_never()
-                    .is_some(),
-            )
-        })
+        b.iter(|| black_box(call(&mut plain, &request)))
     });
     let mut guarded = JwtAuthLayer::hs256(SECRET).unwrap().layer(service_fn(bare));
     group.bench_function("authenticated connection", |b| {
-        b.iter(|| {
-            black_box(
-                Service::<WsRequest>::call(&mut guarded, black_box(request.clone()))
-                    .now_or_never()
-                    .is_some(),
-            )
-        })
+        b.iter(|| black_box(call(&mut guarded, &request)))
     });
     group.finish();
 }

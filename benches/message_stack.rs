@@ -3,13 +3,13 @@
 //!
 //! `cargo bench --bench message_stack`
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::time::Duration;
 
+mod support;
+
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures_util::FutureExt;
+use support::{bare, call};
 use tower::{Service, ServiceBuilder, service_fn};
 use tower_ws_guard::rate_limit::QuotaConfig;
 use tower_ws_guard::{
@@ -17,21 +17,11 @@ use tower_ws_guard::{
     WsResponse,
 };
 
-fn bare(_: WsRequest) -> Ready<Result<WsResponse, Infallible>> {
-    ready(Ok(WsResponse::empty()))
-}
-
 fn run<S>(c: &mut Criterion, name: &str, mut service: S, request: &WsRequest)
 where
     S: Service<WsRequest, Response = WsResponse>,
-    S::Error: std::fmt::Debug,
 {
-    c.bench_function(name, |b| {
-        b.iter(|| {
-            let future = service.call(black_box(request.clone()));
-            black_box(future.now_or_never())
-        })
-    });
+    c.bench_function(name, |b| b.iter(|| black_box(call(&mut service, request))));
 }
 
 fn message_stack(c: &mut Criterion) {

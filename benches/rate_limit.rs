@@ -4,20 +4,18 @@
 //!
 //! `cargo bench --bench rate_limit`
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+
 use criterion::{Criterion, criterion_group};
-use futures_util::FutureExt;
 use governor::RateLimiter;
-use tower::{Layer, Service, service_fn};
+use support::{bare, call};
+use tower::{Layer, service_fn};
 use tower_ws_guard::rate_limit::{QuotaConfig, RateLimitConfig};
-use tower_ws_guard::{
-    Clock, Connection, Identity, Message, MessageRateLimitLayer, WsRequest, WsResponse,
-};
+use tower_ws_guard::{Clock, Connection, Identity, Message, MessageRateLimitLayer, WsRequest};
 
 /// dhat counts live heap bytes while its profiler runs (the memory report only); otherwise
 /// it passes allocations through.
@@ -26,10 +24,6 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 fn live_bytes() -> isize {
     dhat::HeapStats::get().curr_bytes as isize
-}
-
-fn bare(_: WsRequest) -> Ready<Result<WsResponse, Infallible>> {
-    ready(Ok(WsResponse::empty()))
 }
 
 /// High enough never to refuse during a run.
@@ -59,16 +53,6 @@ fn layer(per_user: bool, per_connection: bool) -> MessageRateLimitLayer {
         QuotaConfig::off()
     };
     MessageRateLimitLayer::from_config(&config).unwrap()
-}
-
-fn call<S: Service<WsRequest, Response = WsResponse>>(
-    service: &mut S,
-    request: &WsRequest,
-) -> bool {
-    matches!(
-        service.call(black_box(request.clone())).now_or_never(),
-        Some(Ok(_))
-    )
 }
 
 fn rate_limit(c: &mut Criterion) {

@@ -8,19 +8,15 @@
 //! - hostile input at the size cap against a benign message of the same size (≤ 20×).
 
 use std::collections::HashSet;
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::hint::black_box;
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use futures_util::FutureExt;
+use support::{bare, call};
 use tower::{Layer, Service, service_fn};
 use tower_ws_guard::sanitize::{CleanConfig, SanitizeConfig, SanitizeMode};
 use tower_ws_guard::{Connection, Message, SanitizeLayer, WsRequest, WsResponse};
-
-fn bare(_: WsRequest) -> Ready<Result<WsResponse, Infallible>> {
-    ready(Ok(WsResponse::empty()))
-}
 
 fn layer(mode: SanitizeMode) -> impl Service<WsRequest, Response = WsResponse> {
     let mut config = SanitizeConfig::default().mode(mode);
@@ -36,16 +32,6 @@ fn request(text: &str) -> WsRequest {
     WsRequest::new(
         Message::text(text.to_owned()),
         Connection::new(None, Default::default()),
-    )
-}
-
-fn call<S: Service<WsRequest, Response = WsResponse>>(
-    service: &mut S,
-    request: &WsRequest,
-) -> bool {
-    matches!(
-        service.call(black_box(request.clone())).now_or_never(),
-        Some(Ok(_))
     )
 }
 

@@ -562,41 +562,31 @@ mod json {
 
 #[test]
 fn unsafe_allowlists_are_config_errors() {
+    // Clean mode with one change to its allowlist.
+    let clean = |change: fn(&mut CleanConfig)| {
+        let mut config = config(SanitizeMode::Clean);
+        change(&mut config.clean);
+        config
+    };
     let cases: Vec<(&str, SanitizeConfig)> = vec![
-        ("script", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean.tags.push("script".into());
-            c
-        }),
-        ("SVG", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean.tags.push("SVG".into());
-            c
-        }),
-        ("onclick", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean.generic_attributes.push("onclick".into());
-            c
-        }),
-        ("style", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean.generic_attributes.push("style".into());
-            c
-        }),
-        ("rel", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean
-                .tag_attributes
-                .get_mut("a")
-                .unwrap()
-                .push("rel".into());
-            c
-        }),
-        ("javascript", {
-            let mut c = config(SanitizeMode::Clean);
-            c.clean.url_schemes.push("javascript".into());
-            c
-        }),
+        ("script", clean(|c| c.tags.push("script".into()))),
+        ("SVG", clean(|c| c.tags.push("SVG".into()))),
+        (
+            "onclick",
+            clean(|c| c.generic_attributes.push("onclick".into())),
+        ),
+        (
+            "style",
+            clean(|c| c.generic_attributes.push("style".into())),
+        ),
+        (
+            "rel",
+            clean(|c| c.tag_attributes.get_mut("a").unwrap().push("rel".into())),
+        ),
+        (
+            "javascript",
+            clean(|c| c.url_schemes.push("javascript".into())),
+        ),
         (
             "json_fields",
             with(|c| {
