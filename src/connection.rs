@@ -3,10 +3,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::error::GuardError;
@@ -159,8 +159,9 @@ struct Inner {
     extensions: http::Extensions,
     connected_at: SystemTime,
     identity: OnceLock<Identity>,
-    identified: Notify,
-    deadline: watch::Sender<Option<Deadline>>,
+    deadline: Mutex<Option<Deadline>>,
+    /// Woken when the identity or the deadline changes.
+    changed: Notify,
 }
 
 impl Connection {
@@ -174,7 +175,7 @@ impl Connection {
         if let Some(found) = extensions.get::<Identity>() {
             let _ = identity.set(found.clone());
         }
-        let deadline = watch::channel(extensions.get::<Deadline>().cloned()).0;
+        let deadline = Mutex::new(extensions.get::<Deadline>().cloned());
         Self {
             inner: Arc::new(Inner {
                 id: ConnectionId::next(),
@@ -182,8 +183,8 @@ impl Connection {
                 extensions,
                 connected_at: SystemTime::now(),
                 identity,
-                identified: Notify::new(),
                 deadline,
+                changed: Notify::new(),
             }),
         }
     }
@@ -225,14 +226,14 @@ impl Connection {
     /// changes during a connection.
     pub fn set_identity(&self, identity: Identity) -> Result<(), Identity> {
         self.inner.identity.set(identity)?;
-        self.inner.identified.notify_waiters();
+        self.inner.changed.notify_waiters();
         Ok(())
     }
 
     /// Waits until the connection has an identity (at once if it has one).
     pub async fn identified(&self) -> Identity {
         loop {
-            let notified = self.inner.identified.notified();
+            let notified = self.inner.changed.notified();
             if let Some(identity) = self.identity() {
                 return identity.clone();
             }
@@ -243,16 +244,43 @@ impl Connection {
     /// The connection's deadline, if any.
     #[must_use]
     pub fn deadline(&self) -> Option<Deadline> {
-        self.inner.deadline.borrow().clone()
+        self.inner
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets (or clears) the connection's deadline; the driver follows the change at once.
     pub fn set_deadline(&self, deadline: Option<Deadline>) {
-        self.inner.deadline.send_replace(deadline);
+        *self
+            .inner
+            .deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = deadline;
+        self.inner.changed.notify_waiters();
     }
 
-    pub(crate) fn watch_deadline(&self) -> watch::Receiver<Option<Deadline>> {
-        self.inner.deadline.subscribe()
+    /// Resolves when the deadline passes, following changes to it, with the rejection to
+    /// close with; never while there is none.
+    pub(crate) async fn deadline_passed(&self) -> GuardError {
+        loop {
+            // Registered before reading, so that no change between the two is missed.
+            let changed = self.inner.changed.notified();
+            let Some(current) = self.deadline() else {
+                changed.await;
+                continue;
+            };
+            // Boxed: armed once per deadline, so an idle connection's driver stays small.
+            let mut passed = Box::pin(async move {
+                current.wait().await;
+                current.error().clone()
+            });
+            tokio::select! {
+                error = &mut passed => return error,
+                () = changed => {}
+            }
+        }
     }
 }
 

@@ -21,7 +21,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::future::{Ready, ready};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,9 +34,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use tokio::sync::watch;
-
-use crate::connection::{Connection, Deadline, WsRequest, WsResponse};
+use crate::connection::{Connection, WsRequest, WsResponse};
 use crate::error::{BoxError, Disposition, GuardError};
 use crate::message::{CloseFrame, Message, close_code};
 
@@ -159,21 +159,23 @@ impl<S, O> Driver<S, O> {
             send: send_timeout,
         };
         let mut outbound = outbound.fuse();
-        let mut deadline = connection.watch_deadline();
+        // One timer for the connection's life, polled both while waiting for traffic and
+        // while sending: an idle connection holds a single one.
+        let mut expiry = std::pin::pin!(connection.deadline_passed());
         let disconnect = loop {
             let step = tokio::select! {
-                error = expired(&mut deadline) => {
+                error = expiry.as_mut() => {
                     tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
-                    finish(&mut socket, End::Close(error.to_close_frame()), close_timeout).await
+                    Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), close_timeout)).await
                 }
                 item = socket.next() => {
                     match classify(item) {
                         Inbound::Message(message) => {
                             let request = WsRequest::new(message, connection.clone());
                             let reply = dispatch(&mut service, request, &connection).await;
-                            send_reply(&mut socket, reply, limits, &mut deadline).await
+                            send_reply(&mut socket, reply, limits, expiry.as_mut()).await
                         }
-                        Inbound::End(step) => finish(&mut socket, step, close_timeout).await,
+                        Inbound::End(step) => Box::pin(finish(&mut socket, step, close_timeout)).await,
                     }
                 }
                 Some(message) = outbound.next() => {
@@ -184,7 +186,7 @@ impl<S, O> Driver<S, O> {
                         },
                         message => Reply { messages: vec![message], close: None },
                     };
-                    send_reply(&mut socket, reply, limits, &mut deadline).await
+                    send_reply(&mut socket, reply, limits, expiry.as_mut()).await
                 }
             };
             if let Some(disconnect) = step {
@@ -194,32 +196,6 @@ impl<S, O> Driver<S, O> {
         tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
         drop(service);
         disconnect
-    }
-}
-
-/// Resolves when the connection's deadline passes (following changes to it), with the
-/// rejection to close with; never while there is none.
-async fn expired(deadline: &mut watch::Receiver<Option<Deadline>>) -> GuardError {
-    loop {
-        let current = deadline.borrow_and_update().clone();
-        match current {
-            None => {
-                if deadline.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            Some(current) => {
-                tokio::select! {
-                    () = current.wait() => return current.error().clone(),
-                    changed = deadline.changed() => {
-                        if changed.is_err() {
-                            current.wait().await;
-                            return current.error().clone();
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -339,7 +315,7 @@ async fn send_reply<T, M, E>(
     socket: &mut T,
     reply: Reply,
     limits: Limits,
-    deadline: &mut watch::Receiver<Option<Deadline>>,
+    expiry: Pin<&mut impl Future<Output = GuardError>>,
 ) -> Option<Disconnect>
 where
     T: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
@@ -351,7 +327,7 @@ where
         let mut messages = stream::iter(reply.messages.into_iter().map(|m| Ok(M::from(m))));
         let sent = tokio::select! {
             sent = tokio::time::timeout(limits.send, socket.send_all(&mut messages)) => sent,
-            error = expired(deadline) => {
+            error = expiry => {
                 let why = format!("{} while the peer was not reading", error.code());
                 return Some(Disconnect::Dropped(Some(why.into())));
             }
@@ -365,7 +341,7 @@ where
         }
     }
     match reply.close {
-        Some(frame) => finish(socket, End::Close(frame), limits.close).await,
+        Some(frame) => Box::pin(finish(socket, End::Close(frame), limits.close)).await,
         None => None,
     }
 }
@@ -446,7 +422,6 @@ pub struct GuardedSocket<T, S> {
     service: S,
     deliver: Deliver,
     connection: Connection,
-    deadline: watch::Receiver<Option<Deadline>>,
     close_timeout: Duration,
     disconnect: Option<Disconnect>,
 }
@@ -471,7 +446,6 @@ impl<T> GuardedSocket<T, ()> {
             socket,
             service: layer.layer(deliver.clone()),
             deliver,
-            deadline: connection.watch_deadline(),
             connection,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             disconnect: None,
@@ -505,7 +479,7 @@ impl<T, S> GuardedSocket<T, S> {
         while self.disconnect.is_none() {
             let item = tokio::select! {
                 item = self.socket.next() => item,
-                error = expired(&mut self.deadline) => {
+                error = self.connection.deadline_passed() => {
                     let end = End::Close(error.to_close_frame());
                     self.disconnect = finish(&mut self.socket, end, self.close_timeout).await;
                     continue;
@@ -519,8 +493,8 @@ impl<T, S> GuardedSocket<T, S> {
                         close: self.close_timeout,
                         send: DEFAULT_SEND_TIMEOUT,
                     };
-                    let step =
-                        send_reply(&mut self.socket, reply, limits, &mut self.deadline).await;
+                    let expiry = std::pin::pin!(self.connection.deadline_passed());
+                    let step = send_reply(&mut self.socket, reply, limits, expiry).await;
                     if step.is_none()
                         && let Some(message) = self.deliver.take()
                     {

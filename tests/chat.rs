@@ -39,6 +39,7 @@ impl Server {
             guard,
             dev_tokens: true,
             clock: clock.clone(),
+            echo: true,
         };
         let (router, chat) = app::app(settings).unwrap();
         Self {
@@ -507,6 +508,7 @@ async fn dev_token_is_404_without_the_development_config() {
         guard,
         dev_tokens: false,
         clock: Clock::system(),
+        echo: false,
     };
     let (router, _) = app::app(settings).unwrap();
     let addr = serve(router).await;
@@ -514,6 +516,34 @@ async fn dev_token_is_404_without_the_development_config() {
         http_get(addr, "/dev/token?sub=x")
             .await
             .starts_with("HTTP/1.1 404")
+    );
+    assert!(
+        http_get(addr, "/echo").await.starts_with("HTTP/1.1 404"),
+        "/echo is opt-in"
+    );
+}
+
+#[tokio::test]
+async fn echo_sends_back_what_the_guards_pass_and_nothing_else() {
+    let server = Server::start().await;
+    let (_, response) = connect(server.addr, "/echo", &[]).await.unwrap();
+    assert_eq!(response.status(), 101, "in-band, as /ws");
+    let bearer = format!("Bearer {}", server.token("echoer", 3600));
+    let (mut client, _) = connect(server.addr, "/echo", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    send_json(&mut client, json!({"content": "<b>hi</b>", "n": 1})).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"content": "&lt;b&gt;hi&lt;/b&gt;", "n": 1}),
+        "sanitized as /ws would"
+    );
+    client.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(next_json(&mut client).await["code"], "invalid_message");
+    assert_eq!(
+        server.chat.connected(),
+        0,
+        "echo clients are not chat members"
     );
 }
 
@@ -529,6 +559,7 @@ async fn an_invalid_config_is_refused_before_serving() {
             guard,
             dev_tokens: true,
             clock: Clock::system(),
+            echo: false,
         };
         assert!(app::app(settings).is_err(), "{toml}");
     }
@@ -538,6 +569,7 @@ async fn an_invalid_config_is_refused_before_serving() {
         guard,
         dev_tokens: true,
         clock: Clock::system(),
+        echo: false,
     };
     let error = app::app(settings)
         .err()

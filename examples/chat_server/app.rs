@@ -16,8 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use futures_util::stream::{self, PollNext, Stream};
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -66,6 +66,9 @@ pub(crate) struct Settings {
     pub(crate) dev_tokens: bool,
     /// The clock of every layer and of `/dev/token` (a manual one in tests).
     pub(crate) clock: Clock,
+    /// Whether `/echo` is served: the same guards as `/ws` around an echo (for load tests
+    /// and the WebSocket conformance suite).
+    pub(crate) echo: bool,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
             guard,
             dev_tokens: true,
             clock: Clock::system(),
+            echo: false,
         }
     }
 }
@@ -297,21 +301,20 @@ pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError
         dev_secret,
         clock,
     };
+    // The handshake faces. The limiter stands on both sides of authentication: outside it
+    // counts every attempt per IP, bad tokens included; inside, the user it found.
+    let handshake = ServiceBuilder::new()
+        .layer(state.rate_limit.clone())
+        .layer(state.auth.clone())
+        .layer(state.rate_limit.clone());
     let mut router = Router::new()
-        // The handshake faces. The limiter stands on both sides of authentication: outside
-        // it counts every attempt per IP, bad tokens included; inside, the user it found.
-        .route(
-            "/ws",
-            get(ws).route_layer(
-                ServiceBuilder::new()
-                    .layer(state.rate_limit.clone())
-                    .layer(state.auth.clone())
-                    .layer(state.rate_limit.clone()),
-            ),
-        )
+        .route("/ws", get(ws).route_layer(handshake.clone()))
         .route("/", get(page));
     if state.dev_secret.is_some() {
         router = router.route("/dev/token", get(dev_token));
+    }
+    if settings.echo {
+        router = router.route("/echo", get(echo).route_layer(handshake));
     }
     Ok((router.with_state(state), chat))
 }
@@ -420,6 +423,35 @@ async fn ws(
             joining.abort();
             let _ = joining.await;
             state.chat.disconnect(id);
+        })
+}
+
+/// `/echo`: the same guards as `/ws`, around a service that sends every data message back
+/// as the guards passed it.
+async fn echo(
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+    connection: Connection,
+) -> Response {
+    upgrade
+        .protocols(["bearer"])
+        .max_message_size(state.max_message_bytes)
+        .max_frame_size(state.max_message_bytes)
+        .on_upgrade(move |socket| {
+            let service = ServiceBuilder::new()
+                .layer(state.auth)
+                .layer(state.rate_limit)
+                .layer(state.sanitize)
+                .service(service_fn(|request: WsRequest| {
+                    let message = request.into_message();
+                    std::future::ready(Ok::<_, GuardError>(if message.is_data() {
+                        WsResponse::message(message)
+                    } else {
+                        WsResponse::empty()
+                    }))
+                }));
+            // The driver's future is the whole task: nothing else is held per connection.
+            Driver::new(service).run(socket, connection).map(drop)
         })
 }
 

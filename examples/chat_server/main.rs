@@ -8,7 +8,7 @@
 //!
 //! Without `--config` it runs on the embedded development config: a random HS256 secret,
 //! every layer on, and `GET /dev/token?sub=NAME` to mint tokens. Endpoints: `/` (the page),
-//! `/dev/token`, `/ws`. Ctrl-C closes every socket with 1001.
+//! `/dev/token`, `/ws`; with `--echo` also `/echo`. Ctrl-C closes every socket with 1001.
 
 mod app;
 
@@ -20,28 +20,33 @@ use tower_ws_guard::{Clock, GuardConfig};
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 const USAGE: &str = "\
-usage: chat_server [--addr HOST:PORT] [--config FILE]
+usage: chat_server [--addr HOST:PORT] [--config FILE] [--echo]
 
   --addr HOST:PORT  where to listen (default 127.0.0.1:8080, or $CHAT_ADDR)
   --config FILE     a TOML GuardConfig plus an optional [server] table with `addr`;
                     WS_GUARD__SECTION__KEY environment variables override it.
-                    Without it: the development config and /dev/token.";
+                    Without it: the development config and /dev/token.
+  --echo            also serve /echo: the same guards as /ws around an echo of every
+                    data message (for load tests and WebSocket conformance suites).";
 
 struct Args {
     addr: Option<String>,
     config: Option<String>,
+    echo: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: None,
         config: None,
+        echo: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--addr" => args.addr = Some(it.next().ok_or("--addr needs a value")?),
             "--config" => args.config = Some(it.next().ok_or("--config needs a value")?),
+            "--echo" => args.echo = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -80,6 +85,7 @@ fn load(path: &str) -> Result<(app::Settings, Option<String>), String> {
         guard,
         dev_tokens: false,
         clock: Clock::system(),
+        echo: false,
     };
     Ok((settings, addr))
 }
@@ -100,10 +106,11 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
-    let (settings, config_addr) = match &args.config {
+    let (mut settings, config_addr) = match &args.config {
         Some(path) => load(path)?,
         None => (app::Settings::development(), None),
     };
+    settings.echo = args.echo;
     let dev = settings.dev_tokens;
     let addr = args
         .addr

@@ -99,6 +99,12 @@ impl TransportError for axum::Error {
 /// Extracts the [`Connection`] of an upgrade request: its extensions (verified claims,
 /// [`Identity`](crate::Identity)) and the peer address from `ConnectInfo<SocketAddr>` when
 /// the server was started with `into_make_service_with_connect_info`.
+///
+/// The connection lives as long as the socket, so it keeps a copy of the extensions minus
+/// axum's `OriginalUri`: hyper parses the URI in place, and holding it would hold the
+/// connection's whole 16 KiB header buffer for the socket's life. Take what you need of the
+/// URI in the handler. (The same holds for any extension of yours that keeps a `Uri` or a
+/// `HeaderValue` of the request.)
 impl<S: Send + Sync> FromRequestParts<S> for Connection {
     type Rejection = Infallible;
 
@@ -107,7 +113,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Connection {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| *addr);
-        Ok(Connection::new(peer, parts.extensions.clone()))
+        let mut extensions = parts.extensions.clone();
+        extensions.remove::<axum::extract::OriginalUri>();
+        Ok(Connection::new(peer, extensions))
     }
 }
 
@@ -148,6 +156,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_keeps_the_extensions_but_not_the_request_uri() {
+        let (mut parts, ()) = http::Request::builder()
+            .uri("/ws?room=lobby")
+            .extension(axum::extract::OriginalUri(
+                "/ws?room=lobby".parse().unwrap(),
+            ))
+            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))))
+            .extension(crate::Identity::new("alice"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let connection = Connection::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert_eq!(
+            connection.peer_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 4000)))
+        );
+        assert_eq!(connection.identity().map(|i| &*i.subject), Some("alice"));
+        assert!(
+            connection
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_some()
+        );
+        assert!(
+            connection
+                .extensions()
+                .get::<axum::extract::OriginalUri>()
+                .is_none(),
+            "the URI would hold the request's header buffer for the socket's life"
+        );
+    }
 
     #[test]
     fn messages_round_trip() {
