@@ -313,6 +313,29 @@ async fn strip_mode_keeps_the_text_and_removes_the_markup() {
 }
 
 #[tokio::test]
+async fn empty_text_is_refused_unless_allowed() {
+    for blank in ["", "  \n"] {
+        assert_eq!(
+            text(&SanitizeConfig::default(), blank).await.unwrap_err(),
+            "empty_message",
+            "{blank:?}"
+        );
+        let allowed = with(|c| c.allow_empty = true);
+        assert_eq!(text(&allowed, blank).await.unwrap(), blank);
+    }
+    let allowed = with(|c| c.allow_empty = true);
+    assert_eq!(
+        text(&allowed.clone().mode(SanitizeMode::Strip), "<script>x</script>")
+            .await
+            .unwrap(),
+        "",
+        "strip may leave nothing when empty text is allowed"
+    );
+    let parsed = tower_ws_guard::GuardConfig::from_toml("[sanitize]\nallow_empty = true").unwrap();
+    assert!(parsed.sanitize.allow_empty);
+}
+
+#[tokio::test]
 async fn reject_mode_refuses_markup_and_alters_nothing_else() {
     assert_eq!(
         text(&config(SanitizeMode::Reject), "<b>x</b>")

@@ -120,6 +120,7 @@ impl Default for CleanConfig {
 /// bidi = "reject"            # bidi embedding/override/isolate controls
 /// zero_width = "reject"      # U+200B, U+2060, U+FEFF (ZWJ and ZWNJ always pass)
 /// normalize_nfc = false
+/// allow_empty = false        # empty or blank text gets empty_message
 /// binary = "pass"            # pass | reject | text
 ///
 /// [sanitize.clean]           # the allowlist of clean mode
@@ -153,6 +154,9 @@ pub struct SanitizeConfig {
     pub zero_width: CharPolicy,
     /// Normalise user text to NFC before measuring and checking it (default off).
     pub normalize_nfc: bool,
+    /// Let empty or blank user text through (default off: it gets `empty_message`, as
+    /// does text that sanitizing left blank).
+    pub allow_empty: bool,
     /// What is done with binary messages (default `pass`).
     pub binary: BinaryPolicy,
     /// The allowlist of `clean` mode.
@@ -173,6 +177,7 @@ impl Default for SanitizeConfig {
             bidi: CharPolicy::Reject,
             zero_width: CharPolicy::Reject,
             normalize_nfc: false,
+            allow_empty: false,
             binary: BinaryPolicy::Pass,
             clean: CleanConfig::default(),
         }
@@ -295,6 +300,7 @@ impl SanitizeConfig {
                 max_chars: self.max_chars,
             },
             binary: self.binary,
+            allow_empty: self.allow_empty,
         })
     }
 }

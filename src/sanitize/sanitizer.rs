@@ -45,6 +45,7 @@ pub(crate) struct Sanitizer {
     pub(crate) max_bytes: usize,
     pub(crate) rules: CharRules,
     pub(crate) binary: BinaryPolicy,
+    pub(crate) allow_empty: bool,
 }
 
 impl Sanitizer {
@@ -73,10 +74,11 @@ impl Sanitizer {
             }
             _ => checked,
         };
-        let blank = match self.mode {
-            Mode::Html(_) => is_blank_html(&result),
-            _ => result.trim().is_empty(),
-        };
+        let blank = !self.allow_empty
+            && match self.mode {
+                Mode::Html(_) => is_blank_html(&result),
+                _ => result.trim().is_empty(),
+            };
         if blank {
             return Err(GuardError::new(
                 GuardErrorKind::EmptyMessage,
