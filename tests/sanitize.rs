@@ -325,9 +325,12 @@ async fn empty_text_is_refused_unless_allowed() {
     }
     let allowed = with(|c| c.allow_empty = true);
     assert_eq!(
-        text(&allowed.clone().mode(SanitizeMode::Strip), "<script>x</script>")
-            .await
-            .unwrap(),
+        text(
+            &allowed.clone().mode(SanitizeMode::Strip),
+            "<script>x</script>"
+        )
+        .await
+        .unwrap(),
         "",
         "strip may leave nothing when empty text is allowed"
     );

@@ -110,6 +110,8 @@ pub(crate) struct Chat {
     rooms: Mutex<HashMap<String, HashSet<ConnectionId>>>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// The app's rate limiter, for its counters.
+    limiter: std::sync::OnceLock<tower_ws_guard::MessageRateLimitLayer>,
 }
 
 impl Default for Chat {
@@ -119,6 +121,7 @@ impl Default for Chat {
             rooms: Mutex::default(),
             next_id: AtomicU64::new(0),
             shutdown: watch::channel(false).0,
+            limiter: std::sync::OnceLock::new(),
         }
     }
 }
@@ -263,6 +266,23 @@ impl Chat {
     pub(crate) fn connected(&self) -> usize {
         lock(&self.members).len()
     }
+
+    /// Bytes waiting in the queues of all clients, and broadcasts dropped for full queues.
+    pub(crate) fn backlog(&self) -> (usize, u64) {
+        lock(&self.members)
+            .values()
+            .fold((0, 0), |(bytes, dropped), member| {
+                (
+                    bytes + member.queued.load(Ordering::Relaxed),
+                    dropped + member.dropped.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    /// The rate limiter's counters.
+    pub(crate) fn rate_limit_stats(&self) -> Option<tower_ws_guard::rate_limit::RateLimitStats> {
+        self.limiter.get().map(|limiter| limiter.stats())
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -301,6 +321,7 @@ pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError
         dev_secret,
         clock,
     };
+    let _ = chat.limiter.set(state.rate_limit.clone());
     // The handshake faces. The limiter stands on both sides of authentication: outside it
     // counts every attempt per IP, bad tokens included; inside, the user it found.
     let handshake = ServiceBuilder::new()

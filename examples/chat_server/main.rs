@@ -134,6 +134,12 @@ async fn run() -> Result<(), String> {
     .with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
         println!("shutting down: closing every socket with 1001");
+        let (queued, dropped) = shutdown_chat.backlog();
+        println!(
+            "{} clients, {queued} bytes queued for them, {dropped} broadcasts dropped for slow ones; rate limit: {:?}",
+            shutdown_chat.connected(),
+            shutdown_chat.rate_limit_stats()
+        );
         shutdown_chat.shutdown();
         app::drained(shutdown_chat, Duration::from_secs(5)).await;
     })
