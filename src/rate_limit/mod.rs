@@ -77,6 +77,8 @@ mod service;
 mod store;
 
 pub use self::client_ip::{Cidr, PeerAddr};
+#[cfg(feature = "tonic")]
+pub(crate) use self::layer::Shared;
 pub use self::layer::{
     ExceedAction, HandshakeLimits, MessageRateLimitLayer, OnExceed, QuotaConfig, RateLimitConfig,
     RateLimitStats,
