@@ -472,6 +472,11 @@ async fn with_the_drop_action_a_message_over_the_limit_vanishes_and_the_stream_g
 /// A raw unary call to `WhoAmI` with `body` as the request body: the gRPC status, from
 /// the headers (trailers-only) or the trailers.
 async fn raw_who_am_i(addr: SocketAddr, body: Vec<u8>) -> Status {
+    raw_call(addr, "application/grpc", body).await
+}
+
+/// A raw unary call to `WhoAmI` with this content type.
+async fn raw_call(addr: SocketAddr, content_type: &str, body: Vec<u8>) -> Status {
     let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -480,7 +485,7 @@ async fn raw_who_am_i(addr: SocketAddr, body: Vec<u8>) -> Status {
     let request = http::Request::builder()
         .method("POST")
         .uri(format!("http://{addr}/chat.v1.Chat/WhoAmI"))
-        .header("content-type", "application/grpc")
+        .header("content-type", content_type)
         .header("te", "trailers")
         .header("authorization", format!("Bearer {}", token_for("alice")))
         .body(tonic::body::Body::new(http_body_util::Full::new(
@@ -536,6 +541,23 @@ async fn a_body_ending_inside_a_message_is_internal_not_a_hang() {
     // An empty message in a well-formed frame is fine.
     let status = raw_who_am_i(addr, vec![0, 0, 0, 0, 0]).await;
     assert_eq!(status.code(), Code::Ok);
+}
+
+#[tokio::test]
+async fn grpc_web_text_which_the_parser_cannot_read_is_refused_not_let_through() {
+    let (addr, probe) = guarded(JwtAuthLayer::hs256(SECRET).unwrap()).await;
+    // An empty message, base64-encoded as grpc-web-text has it.
+    let status = raw_call(addr, "application/grpc-web-text", b"AAAAAAA=".to_vec()).await;
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status.message().contains("GrpcWebLayer"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        probe.seen.lock().unwrap().identity.is_none(),
+        "no handler ran"
+    );
 }
 
 // --- The example chat ---
