@@ -42,6 +42,11 @@
 //! address; `Forwarded` and `X-Forwarded-For` are believed only from configured trusted
 //! proxies, read right to left.
 //!
+//! # gRPC
+//!
+//! On a tonic server, `MessageRateLimitLayer::grpc()` (feature `tonic`) counts each message
+//! of each request stream against the same quotas; see `integration::tonic`.
+//!
 //! # Example
 //! ```
 //! use std::time::{Duration, SystemTime};
