@@ -17,7 +17,7 @@ use crate::message::{CloseFrame, Message};
 pub struct ConnectionId(u64);
 
 impl ConnectionId {
-    fn next() -> Self {
+    pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }

@@ -154,10 +154,7 @@ impl GuardError {
             r#type: "error",
             code: self.code(),
             message: &self.message,
-            // Round up: a client that waits exactly this long must succeed.
-            retry_after_ms: self.retry_after.map(|retry_after| {
-                u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
-            }),
+            retry_after_ms: self.retry_after.map(retry_after_millis),
         };
         Message::text(serde_json::to_string(&frame).unwrap_or_default())
     }
@@ -200,6 +197,20 @@ pub(crate) fn grpc_status<B: Default>(code: u8, message: &str) -> http::Response
         headers.insert("grpc-message", message);
     }
     response
+}
+
+/// A wait in whole milliseconds, rounded up: a client that waits exactly this long must
+/// succeed.
+pub(crate) fn retry_after_millis(retry_after: Duration) -> u64 {
+    u64::try_from(retry_after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// The retry hint of a gRPC refusal, in milliseconds rounded up: `retry-after-ms` (read by
+/// applications) and `grpc-retry-pushback-ms` (read by gRPC clients' retry policies, gRFC A6).
+pub(crate) fn insert_grpc_retry_after(headers: &mut http::HeaderMap, retry_after: Duration) {
+    let millis = http::HeaderValue::from(retry_after_millis(retry_after));
+    headers.insert("retry-after-ms", millis.clone());
+    headers.insert("grpc-retry-pushback-ms", millis);
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc…`).

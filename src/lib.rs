@@ -66,6 +66,10 @@
 //!   [`Claims`](auth::Claims) as extractors; turns on `tungstenite`.
 //! - `tungstenite`: conversions for tokio-tungstenite's types.
 //! - `jwks`: an HTTP(S) client (hyper, rustls) for JWKS URLs.
+//! - `tonic`: gRPC on tonic 0.14 (`integration::tonic`): the per-message rate limit on
+//!   request streams (`MessageRateLimitLayer::grpc()`), and `GuardError` as a
+//!   `tonic::Status`. [`JwtAuthLayer`] needs no feature to guard a tonic server, nor
+//!   [`SanitizeLayer::sanitize`] to check the fields of a decoded message.
 
 pub mod auth;
 pub mod clock;

@@ -247,24 +247,22 @@ impl Denial {
     }
 
     fn response<B: Default>(&self) -> Response<B> {
+        let status = match self {
+            Self::Missing | Self::Token(_) => StatusCode::UNAUTHORIZED,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Scope(_) | Self::Origin => StatusCode::FORBIDDEN,
+        };
+        rejection(status, self.challenge())
+    }
+
+    /// The RFC 6750 `WWW-Authenticate` challenge, for HTTP and gRPC alike.
+    fn challenge(&self) -> Option<HeaderValue> {
         match self {
-            Self::Missing => rejection(
-                StatusCode::UNAUTHORIZED,
-                Some(HeaderValue::from_static("Bearer")),
-            ),
-            Self::Malformed(why) => rejection(
-                StatusCode::BAD_REQUEST,
-                Some(bearer_error("invalid_request", why)),
-            ),
-            Self::Token(refusal) => rejection(
-                StatusCode::UNAUTHORIZED,
-                Some(bearer_error("invalid_token", refusal.description())),
-            ),
-            Self::Scope(reason) => rejection(
-                StatusCode::FORBIDDEN,
-                Some(bearer_error("insufficient_scope", reason)),
-            ),
-            Self::Origin => rejection(StatusCode::FORBIDDEN, None),
+            Self::Missing => Some(HeaderValue::from_static("Bearer")),
+            Self::Malformed(why) => Some(bearer_error("invalid_request", why)),
+            Self::Token(refusal) => Some(bearer_error("invalid_token", refusal.description())),
+            Self::Scope(reason) => Some(bearer_error("insufficient_scope", reason)),
+            Self::Origin => None,
         }
     }
 
@@ -293,7 +291,12 @@ fn answer<B, ResBody: Default>(
         } else {
             GRPC_UNAUTHENTICATED
         };
-        return Err(grpc_status(code, denial.description()));
+        let mut response = grpc_status(code, denial.description());
+        if let Some(challenge) = denial.challenge() {
+            // A gRPC client sees it in the status's metadata.
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        return Err(response);
     }
     if verifier.reject_with_close && is_websocket_upgrade(&request) {
         // A deadline that has already passed: the driver closes right after the 101.

@@ -42,6 +42,11 @@
 //! address; `Forwarded` and `X-Forwarded-For` are believed only from configured trusted
 //! proxies, read right to left.
 //!
+//! # gRPC
+//!
+//! On a tonic server, `MessageRateLimitLayer::grpc()` (feature `tonic`) counts each message
+//! of each request stream against the same quotas; see `integration::tonic`.
+//!
 //! # Example
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -77,6 +82,8 @@ mod service;
 mod store;
 
 pub use self::client_ip::{Cidr, PeerAddr};
+#[cfg(feature = "tonic")]
+pub(crate) use self::layer::Shared;
 pub use self::layer::{
     ExceedAction, HandshakeLimits, MessageRateLimitLayer, OnExceed, QuotaConfig, RateLimitConfig,
     RateLimitStats,

@@ -12,8 +12,10 @@ use super::client_ip::{PeerAddr, client_ip};
 use super::gcra::{Gcra, Refused};
 use super::layer::{ExceedAction, OpenConnections, Shared};
 use super::store::UserShare;
-use crate::connection::{Identity, WsRequest, WsResponse};
-use crate::error::{BoxError, GuardError, GuardErrorKind, grpc_status, is_grpc};
+use crate::connection::{ConnectionId, Identity, WsRequest, WsResponse};
+use crate::error::{
+    BoxError, GuardError, GuardErrorKind, grpc_status, insert_grpc_retry_after, is_grpc,
+};
 use crate::future::{HandshakeFuture, ResponseFuture};
 use crate::message::Message;
 
@@ -77,7 +79,19 @@ impl<S> MessageRateLimit<S> {
                 _ => Ok(()),
             };
         }
-        let bytes = message.len() as u64;
+        self.check_data(request.connection().identity(), message.len() as u64, now)
+    }
+
+    /// Checks one data message of `bytes` bytes from `identity` against the message and
+    /// byte quotas, per connection and per user (the gRPC body counts its frames here).
+    pub(crate) fn check_data(
+        &mut self,
+        identity: Option<&Identity>,
+        bytes: u64,
+        now: u64,
+    ) -> Result<(), (Refused, &'static str)> {
+        let shared = &*self.shared;
+        let state = &mut self.connection;
         if let Some(per_connection) = &shared.per_connection {
             if let Some(byte_rate) = &shared.connection_bytes {
                 byte_rate
@@ -92,7 +106,7 @@ impl<S> MessageRateLimit<S> {
             }
         }
         if state.user.is_none()
-            && let (Some(users), Some(identity)) = (&shared.users, request.connection().identity())
+            && let (Some(users), Some(identity)) = (&shared.users, identity)
         {
             state.user = Some(users.acquire(&identity.user_key()));
         }
@@ -110,21 +124,32 @@ impl<S> MessageRateLimit<S> {
         quota: &'static str,
         now: u64,
     ) -> Result<WsResponse, GuardError> {
+        let connection = request.connection();
+        self.escalate(connection.id(), connection.identity(), refused, quota, now)
+    }
+
+    /// Applies the escalation policy to a violation on `connection` (a WebSocket, or a
+    /// gRPC stream): `Ok` when the message is dropped silently, else the rejection.
+    pub(crate) fn escalate(
+        &mut self,
+        connection: ConnectionId,
+        identity: Option<&Identity>,
+        refused: Refused,
+        quota: &'static str,
+        now: u64,
+    ) -> Result<WsResponse, GuardError> {
         let shared = &*self.shared;
         let counters = &shared.counters;
         counters.rejected.fetch_add(1, Ordering::Relaxed);
-        let subject = request
-            .connection()
-            .identity()
-            .map(|identity| &*identity.subject);
+        let subject = identity.map(|identity| &*identity.subject);
         let error = match refused {
             Refused::Wait(retry_after) => {
-                tracing::info!(connection = %request.connection().id(), subject, quota, ?retry_after, "rate limited");
+                tracing::info!(%connection, subject, quota, ?retry_after, "rate limited");
                 GuardError::new(GuardErrorKind::RateLimited, "too many messages")
                     .with_retry_after(retry_after)
             }
             Refused::TooCostly => {
-                tracing::info!(connection = %request.connection().id(), subject, quota, "message larger than the byte quota");
+                tracing::info!(%connection, subject, quota, "message larger than the byte quota");
                 return Err(GuardError::new(
                     GuardErrorKind::MessageTooLarge,
                     "message larger than the byte quota allows",
@@ -149,7 +174,7 @@ impl<S> MessageRateLimit<S> {
         };
         if close {
             counters.closed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(connection = %request.connection().id(), subject, violations = state.violations, "closing a connection over its rate limit");
+            tracing::warn!(%connection, subject, violations = state.violations, "closing a connection over its rate limit");
             return Err(error.closing());
         }
         Err(error)
@@ -418,8 +443,7 @@ impl<S> MessageRateLimit<S> {
         if let Some(retry_after) = retry_after {
             let headers = response.headers_mut();
             if grpc {
-                let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-                headers.insert("retry-after-ms", HeaderValue::from(millis));
+                insert_grpc_retry_after(headers, retry_after);
             } else {
                 let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
                 headers.insert(

@@ -378,7 +378,7 @@ fn validate_allowlist(clean: &CleanConfig) -> Result<(), ConfigError> {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct SanitizeLayer {
-    sanitizer: Arc<Sanitizer>,
+    pub(super) sanitizer: Arc<Sanitizer>,
 }
 
 impl SanitizeLayer {

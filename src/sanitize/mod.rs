@@ -12,6 +12,10 @@
 //! the checks run on their decoded values (so `\u202e` in JSON is caught) and the rest of
 //! the document is kept. Invalid JSON gets `invalid_message`.
 //!
+//! Messages the layer cannot read (protobuf over gRPC, say) get the same checks through a
+//! typed hook: the application names the user-text fields of its decoded message
+//! ([`SanitizeFields`]) and calls [`SanitizeLayer::sanitize`].
+//!
 //! # Example
 //! ```
 //! use tower::{Layer, ServiceExt, service_fn};
@@ -35,6 +39,7 @@
 //! # }).unwrap();
 //! ```
 
+mod fields;
 mod html;
 mod json;
 mod layer;
@@ -42,6 +47,7 @@ mod sanitizer;
 mod service;
 mod text;
 
+pub use self::fields::SanitizeFields;
 pub use self::layer::{
     CleanConfig, DEFAULT_MAX_BYTES, MessageFormat, SanitizeConfig, SanitizeLayer, SanitizeMode,
 };

@@ -132,6 +132,19 @@ impl Sanitizer {
         Ok(())
     }
 
+    /// Sanitizes one string field of a decoded message in place: the size in bytes, then
+    /// [`Sanitizer::text`]. The format (`json`) and the binary policy do not apply: the
+    /// field is the user text.
+    pub(crate) fn field(&self, text: &mut String) -> Result<(), GuardError> {
+        if text.len() > self.max_bytes {
+            return Err(self.too_large());
+        }
+        if let Some(clean) = self.text(text)? {
+            *text = clean;
+        }
+        Ok(())
+    }
+
     fn too_large(&self) -> GuardError {
         GuardError::new(
             GuardErrorKind::MessageTooLarge,
