@@ -70,9 +70,14 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod client_ip;
 mod gcra;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
+mod redis_config;
 mod service;
 mod store;
 
@@ -81,5 +86,6 @@ pub use self::layer::{
     ExceedAction, HandshakeLimits, MessageRateLimitLayer, OnExceed, QuotaConfig, RateLimitConfig,
     RateLimitStats,
 };
+pub use self::redis_config::{BreakerConfig, OnRedisError, RedisConfig, RedisUrl};
 pub use self::service::{ConnectionPermit, MessageRateLimit};
 pub use crate::future::{HandshakeFuture, ResponseFuture};
