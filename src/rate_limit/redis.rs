@@ -360,8 +360,13 @@ fn parse(reply: &[i64]) -> Option<Verdict> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/external.rs"]
+mod external;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate_limit::gcra::Gcra;
 
     #[test]
     fn replies_parse_and_anything_else_is_a_failure() {
@@ -391,5 +396,88 @@ mod tests {
         // An older refusal arriving late does not shorten a later one.
         prefilter.remember(0, 0, Duration::from_nanos(5));
         assert_eq!(prefilter.full_at(), 11_300);
+    }
+
+    /// The script against `Gcra::test`, on a pseudo-random schedule of arrivals and
+    /// sizes: the same decisions and the same waits (µs in the script, ns here; the
+    /// quotas have whole-µs intervals, so the two are exactly 1000 apart). The script
+    /// takes `now` from its optional last argument, so the schedule can run faster than
+    /// real time.
+    #[tokio::test]
+    async fn the_script_decides_exactly_as_gcra_rs_does() {
+        let Some(server) = external::RedisServer::start().await else {
+            return;
+        };
+        let mut connection = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let script = redis::Script::new(SCRIPT);
+        let quotas = [(30, 60, 30), (2, 1, 1), (5, 10, 3), (100, 1, 50)];
+        let mut outcomes = std::collections::BTreeMap::new();
+        for (index, (messages, period, burst)) in quotas.into_iter().enumerate() {
+            let period = Duration::from_secs(period);
+            let message_rate = Gcra::new(messages, period, burst);
+            let byte_rate = Gcra::new(messages * 100, period, burst * 100);
+            let ((t, tau), (bt, btau)) =
+                (message_rate.micros().unwrap(), byte_rate.micros().unwrap());
+            let key = format!("differential:{index}");
+            let (mut tat, mut byte_tat) = (0u64, 0u64);
+            // Redis TIME's order of magnitude, to exercise the script's number range.
+            let mut now_us = 1_767_225_600_000_000u64;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            for step in 0..2_000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                now_us += seed % (2 * t);
+                let n = 1 + seed % (200 + 1);
+                let now = now_us * 1_000;
+                // The in-process order: bytes tested, then messages, then both committed.
+                let expected = match byte_rate.test(byte_tat, now, n) {
+                    Err(refused) => Err((refused, "per_user_bytes")),
+                    Ok(next_bytes) => match message_rate.test(tat, now, 1) {
+                        Err(refused) => Err((refused, "per_user")),
+                        Ok(next) => {
+                            (tat, byte_tat) = (next, next_bytes);
+                            Ok(())
+                        }
+                    },
+                };
+                let reply: Vec<i64> = script
+                    .key(&key)
+                    .arg(t)
+                    .arg(tau)
+                    .arg(bt)
+                    .arg(btau)
+                    .arg(n)
+                    .arg(now_us)
+                    .invoke_async(&mut connection)
+                    .await
+                    .unwrap();
+                let got = match parse(&reply) {
+                    Some(Verdict::Allowed) => Ok(()),
+                    Some(Verdict::Refused(Refused::Wait(wait), quota)) => Err((
+                        Refused::Wait(Duration::from_nanos(wait.as_micros() as u64 * 1_000)),
+                        quota,
+                    )),
+                    Some(Verdict::Refused(refused, quota)) => Err((refused, quota)),
+                    other => panic!("{other:?} from {reply:?}"),
+                };
+                assert_eq!(got, expected, "quota {index}, step {step}, n {n}");
+                let outcome = match got {
+                    Ok(()) => "allowed",
+                    Err((Refused::TooCostly, _)) => "too costly",
+                    Err((_, quota)) => quota,
+                };
+                *outcomes.entry(outcome).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(
+            outcomes.len(),
+            4,
+            "every outcome was compared: {outcomes:?}"
+        );
     }
 }
