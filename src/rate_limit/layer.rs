@@ -294,7 +294,9 @@ pub(crate) struct Counters {
 pub struct RateLimitStats {
     /// Messages that passed.
     pub allowed: u64,
-    /// Messages refused (error frame, dropped or closing).
+    /// Messages refused over a quota (error frame, dropped or closing); refusals of
+    /// `on_error = "fail_closed"` are not violations and count in `redis_errors` and
+    /// `redis_skipped` instead.
     pub rejected: u64,
     /// Of those, dropped silently.
     pub dropped: u64,

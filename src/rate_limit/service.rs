@@ -52,9 +52,9 @@ struct ConnectionState {
 enum UserSlot {
     /// In this process.
     Local(UserShare),
-    /// In Redis.
+    /// In Redis (boxed: the in-process slot stays as small as without the feature).
     #[cfg(feature = "redis")]
-    Remote(RemoteUser),
+    Remote(Box<RemoteUser>),
 }
 
 /// Violations within the escalation window.
@@ -74,9 +74,10 @@ impl ConnectionState {
 enum Checked {
     /// Every quota passed.
     Passed,
-    /// The per-user quota is in Redis: ask it.
+    /// The per-user quota is in Redis: ask it. (Boxed, so that the in-process path
+    /// moves a small value.)
     #[cfg(feature = "redis")]
-    Ask(Ask),
+    Ask(Box<Ask>),
     /// Redis is skipped and the policy refuses, with the time until Redis is asked again.
     #[cfg(feature = "redis")]
     Unavailable(Option<Duration>),
@@ -87,18 +88,18 @@ enum Decision {
     /// Call the inner service.
     Call,
     /// Answer without it.
-    Answer(ResponseFutureKind),
+    Answer(Answer),
     #[cfg(feature = "redis")]
-    Ask(Ask),
+    Ask(Box<Ask>),
 }
 
 /// The guard's own answers.
-enum ResponseFutureKind {
+enum Answer {
     Respond(WsResponse),
     Reject(GuardError),
 }
 
-impl ResponseFutureKind {
+impl Answer {
     fn into_future<F>(self) -> ResponseFuture<F> {
         match self {
             Self::Respond(response) => ResponseFuture::respond(response),
@@ -160,7 +161,7 @@ impl<S> MessageRateLimit<S> {
         if state.user.is_none()
             && let Some(identity) = request.connection().identity()
         {
-            state.user = shared.user_slot(&identity.user_key());
+            state.user = shared.user_slot(identity);
         }
         match &state.user {
             None => Ok(Checked::Passed),
@@ -168,7 +169,7 @@ impl<S> MessageRateLimit<S> {
             #[cfg(feature = "redis")]
             Some(UserSlot::Remote(user)) => match &shared.redis {
                 Some(redis) => Ok(match redis.local(user, now, bytes, &shared.counters)? {
-                    Local::Ask(ask) => Checked::Ask(ask),
+                    Local::Ask(ask) => Checked::Ask(Box::new(ask)),
                     Local::Pass => Checked::Passed,
                     Local::Unavailable(retry_after) => Checked::Unavailable(retry_after),
                 }),
@@ -180,7 +181,7 @@ impl<S> MessageRateLimit<S> {
     /// Everything `call` decides before a round trip.
     fn decide(&mut self, request: &WsRequest) -> Decision {
         if let Err(error) = self.count_in_band_user(request) {
-            return Decision::Answer(ResponseFutureKind::Reject(error));
+            return Decision::Answer(Answer::Reject(error));
         }
         let now = self.shared.clock.monotonic_nanos();
         match self.check(request, now) {
@@ -191,9 +192,9 @@ impl<S> MessageRateLimit<S> {
             #[cfg(feature = "redis")]
             Ok(Checked::Ask(ask)) => Decision::Ask(ask),
             #[cfg(feature = "redis")]
-            Ok(Checked::Unavailable(retry_after)) => Decision::Answer(ResponseFutureKind::Reject(
-                unavailable(request, retry_after),
-            )),
+            Ok(Checked::Unavailable(retry_after)) => {
+                Decision::Answer(Answer::Reject(unavailable(request, retry_after)))
+            }
             Err((refused, quota)) => {
                 let escalation = self.connection.escalation().clone();
                 Decision::Answer(
@@ -201,8 +202,8 @@ impl<S> MessageRateLimit<S> {
                         .shared
                         .violation(&escalation, request, refused, quota, now)
                     {
-                        Ok(response) => ResponseFutureKind::Respond(response),
-                        Err(error) => ResponseFutureKind::Reject(error),
+                        Ok(response) => Answer::Respond(response),
+                        Err(error) => Answer::Reject(error),
                     },
                 )
             }
@@ -211,14 +212,17 @@ impl<S> MessageRateLimit<S> {
 }
 
 impl Shared {
-    /// The place of a user's limit, for a connection that just got its identity.
-    fn user_slot(&self, user: &Arc<str>) -> Option<UserSlot> {
+    /// The place of a user's limit, for a connection that just got its identity; `None`
+    /// (asked again at each message, so it must stay cheap) when users are not limited.
+    fn user_slot(&self, identity: &Identity) -> Option<UserSlot> {
         if let Some(users) = &self.users {
-            return Some(UserSlot::Local(users.acquire(user)));
+            return Some(UserSlot::Local(users.acquire(&identity.user_key())));
         }
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
-            return Some(UserSlot::Remote(redis.acquire(user)));
+            return Some(UserSlot::Remote(Box::new(
+                redis.acquire(&identity.user_key()),
+            )));
         }
         None
     }
@@ -402,7 +406,7 @@ where
 {
     /// A response future that waits for Redis's verdict, then calls the inner service or
     /// answers as the in-process check would (escalation included).
-    fn ask(&mut self, ask: Ask, request: WsRequest) -> ResponseFuture<S::Future> {
+    fn ask(&mut self, ask: Box<Ask>, request: WsRequest) -> ResponseFuture<S::Future> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
