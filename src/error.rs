@@ -29,6 +29,10 @@ pub enum GuardErrorKind {
     MessageTooLarge,
     /// Nothing is left of the message after sanitizing: code `empty_message`, close 1008.
     EmptyMessage,
+    /// A service the check depends on (the Redis store of per-user limits) cannot answer
+    /// and the policy is to refuse: code `unavailable`, close 1013. Not the client's fault:
+    /// it never counts as a violation.
+    Unavailable,
 }
 
 impl GuardErrorKind {
@@ -44,6 +48,7 @@ impl GuardErrorKind {
             Self::InvalidMessage => "invalid_message",
             Self::MessageTooLarge => "message_too_large",
             Self::EmptyMessage => "empty_message",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -57,6 +62,7 @@ impl GuardErrorKind {
             Self::RateLimited => close_code::RATE_LIMITED,
             Self::InvalidMessage | Self::EmptyMessage => close_code::POLICY_VIOLATION,
             Self::MessageTooLarge => close_code::MESSAGE_TOO_BIG,
+            Self::Unavailable => close_code::TRY_AGAIN_LATER,
         }
     }
 }
@@ -263,6 +269,7 @@ mod tests {
             (InvalidMessage, 1008),
             (MessageTooLarge, 1009),
             (EmptyMessage, 1008),
+            (Unavailable, 1013),
         ];
         for (kind, code) in expected {
             let close = GuardError::new(kind, "x").closing().to_message();

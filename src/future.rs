@@ -15,8 +15,8 @@ use crate::error::{BoxError, GuardError};
 
 pin_project! {
     /// Response future of a guard's message face: the inner service's future, or an answer
-    /// the guard gave itself (a rejection, or a reply such as `auth_ok`).
-    #[derive(Debug)]
+    /// the guard gave itself (a rejection, or a reply such as `auth_ok`), or — with per-user
+    /// limits in Redis — a wait for Redis's verdict before either.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -25,11 +25,34 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    #[derive(Debug)]
     enum Kind<F> {
         Inner { #[pin] future: F },
         Ready { result: Option<Result<WsResponse, BoxError>> },
+        // Boxed: only behind a network round trip, never on the in-process path.
+        Waiting { future: Pin<Box<dyn Future<Output = MessageStep<F>> + Send>> },
     }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "Inner",
+            Kind::Ready { .. } => "Ready",
+            Kind::Waiting { .. } => "Waiting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// What a message face decided after waiting (for Redis, say).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum MessageStep<F> {
+    /// The inner service's future.
+    Call(F),
+    /// The guard's own answer.
+    Answer(Result<WsResponse, BoxError>),
 }
 
 impl<F> ResponseFuture<F> {
@@ -54,6 +77,13 @@ impl<F> ResponseFuture<F> {
             },
         }
     }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn waiting(future: Pin<Box<dyn Future<Output = MessageStep<F>> + Send>>) -> Self {
+        Self {
+            kind: Kind::Waiting { future },
+        }
+    }
 }
 
 impl<F, E> Future for ResponseFuture<F>
@@ -63,14 +93,26 @@ where
 {
     type Output = Result<WsResponse, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Ready { result } => Poll::Ready(
-                result
-                    .take()
-                    .unwrap_or_else(|| Err("ResponseFuture polled after completion".into())),
-            ),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut kind = self.as_mut().project().kind;
+            let next = match kind.as_mut().project() {
+                KindProj::Inner { future } => return future.poll(cx).map_err(Into::into),
+                KindProj::Ready { result } => {
+                    return Poll::Ready(
+                        result.take().unwrap_or_else(|| {
+                            Err("ResponseFuture polled after completion".into())
+                        }),
+                    );
+                }
+                KindProj::Waiting { future } => match std::task::ready!(future.as_mut().poll(cx)) {
+                    MessageStep::Call(future) => Kind::Inner { future },
+                    MessageStep::Answer(result) => Kind::Ready {
+                        result: Some(result),
+                    },
+                },
+            };
+            kind.set(next);
         }
     }
 }

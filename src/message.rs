@@ -27,6 +27,8 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// 1011: the server hit an internal error.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// 1013: try again later (a service the server depends on is unavailable).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// 4401: unauthenticated, or the token expired.
     pub const UNAUTHENTICATED: u16 = 4401;
     /// 4403: forbidden.

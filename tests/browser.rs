@@ -20,17 +20,12 @@ use serde_json::{Value, json};
 
 /// The outside programs, or `None` after saying why the test skips.
 fn programs() -> Option<(String, String)> {
-    let find = |name: &str| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(name))
-                .find(|path| path.is_file())
-                .map(|path| path.to_string_lossy().into_owned())
-        })
-    };
-    match (find("chromium"), find("chromedriver")) {
+    match (
+        support::find_program("chromium"),
+        support::find_program("chromedriver"),
+    ) {
         (Some(chromium), Some(driver)) => Some((chromium, driver)),
-        _ if std::env::var("WS_GUARD_REQUIRE_EXTERNAL").as_deref() == Ok("1") => {
+        _ if support::external_required() => {
             panic!(
                 "chromium and chromedriver are required (WS_GUARD_REQUIRE_EXTERNAL=1): run scripts/test"
             )

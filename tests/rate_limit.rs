@@ -671,3 +671,507 @@ mod handshake {
         assert!(error.contains("trusted_proxies"), "{error}");
     }
 }
+
+/// Per-user limits in Redis: a real `redis-server` started by each test on its own
+/// loopback port (`support::RedisServer`; without the program the tests say so and skip,
+/// unless `WS_GUARD_REQUIRE_EXTERNAL=1`).
+///
+/// Redis `TIME` is the limiter's clock, so these tests cannot move time: they use periods
+/// of an hour, where nothing refills while a test runs, and check exact counts; a
+/// `retry_after` is checked against the arithmetic within the time the test itself took
+/// between the messages involved (measured around them with `Instant`), since Redis's
+/// clock runs at the same rate and its script ran somewhere inside that interval.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use crate::support::{self, RedisServer};
+    use axum::Router;
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::routing::get;
+    use futures_util::SinkExt;
+    use serde_json::{Value, json};
+    use std::time::Instant;
+    use tokio_tungstenite::tungstenite::Message as TsMessage;
+    use tower_ws_guard::rate_limit::{OnRedisError, RateLimitStats, RedisConfig, RedisUrl};
+    use tower_ws_guard::{Driver, GuardErrorKind, JwtAuthLayer};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A config with `per_user` (per connection off) kept in Redis at `url`.
+    fn config(url: &str, per_user: QuotaConfig, mut redis: RedisConfig) -> RateLimitConfig {
+        let mut config = RateLimitConfig::default();
+        config.per_user = per_user;
+        config.per_connection = QuotaConfig::off();
+        redis.url = RedisUrl::new(url);
+        config.redis = Some(redis);
+        config
+    }
+
+    /// One "instance": a layer built from `config`, as each server process would.
+    fn instance(config: &RateLimitConfig) -> MessageRateLimitLayer {
+        MessageRateLimitLayer::from_config(config).unwrap()
+    }
+
+    fn client(layer: &MessageRateLimitLayer, user: &str) -> Client {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Identity::new(user));
+        Client {
+            service: layer.layer(inner()),
+            connection: Connection::new(None, extensions),
+        }
+    }
+
+    async fn redis_connection(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Serves `layer` as one instance of a chat: JWT on the handshake, the limiter on each
+    /// message, an echo behind.
+    async fn serve(layer: MessageRateLimitLayer) -> std::net::SocketAddr {
+        let auth = JwtAuthLayer::hs256(support::SECRET).unwrap();
+        let app = Router::new()
+            .route(
+                "/ws",
+                get(move |upgrade: WebSocketUpgrade, connection: Connection| {
+                    let layer = layer.clone();
+                    async move {
+                        upgrade.on_upgrade(move |socket| async move {
+                            let echo = service_fn(|request: WsRequest| async move {
+                                Ok::<_, Infallible>(WsResponse::message(request.into_message()))
+                            });
+                            Driver::new(layer.layer(echo)).run(socket, connection).await;
+                        })
+                    }
+                }),
+            )
+            .route_layer(auth);
+        support::serve(app).await
+    }
+
+    async fn connect_as(addr: std::net::SocketAddr, user: &str) -> support::Client {
+        let token = support::token(
+            support::SECRET,
+            &json!({"sub": user, "exp": 4_000_000_000u64}),
+        );
+        let bearer = format!("Bearer {token}");
+        support::connect(addr, "/ws", &[("authorization", &bearer)])
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// Sends a text and returns the answer: the echo as a string, or the error frame.
+    async fn say(client: &mut support::Client, text: &str) -> Result<String, Value> {
+        client.send(TsMessage::text(text.to_owned())).await.unwrap();
+        match support::next(client).await {
+            TsMessage::Text(reply) if reply.as_str() == text => Ok(reply.to_string()),
+            TsMessage::Text(reply) => Err(serde_json::from_str(&reply).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_instances_share_one_users_quota_exactly_over_websockets() {
+        let Some(server) = RedisServer::start().await else {
+            return;
+        };
+        let config = config(
+            &server.url(),
+            QuotaConfig::new(4, HOUR),
+            RedisConfig::new(""),
+        );
+        let (a, b) = (
+            serve(instance(&config)).await,
+            serve(instance(&config)).await,
+        );
+        // Alice has a tab on each instance and one more on the first.
+        let mut tabs = [
+            connect_as(a, "alice").await,
+            connect_as(b, "alice").await,
+            connect_as(a, "alice").await,
+        ];
+        for i in 0..4 {
+            say(&mut tabs[i % 2], &format!("m{i}"))
+                .await
+                .unwrap_or_else(|e| panic!("message {i} refused: {e}"));
+        }
+        for tab in &mut tabs {
+            let refused = say(tab, "over").await.unwrap_err();
+            assert_eq!(refused["code"], "rate_limited", "{refused}");
+            let retry_ms = refused["retry_after_ms"].as_u64().unwrap();
+            // 4 per hour: the next one refills 15 minutes after the first was counted.
+            assert!(
+                (14 * 60_000..=15 * 60_000).contains(&retry_ms),
+                "{retry_ms}"
+            );
+        }
+        // Bob has his own quota, on either instance.
+        let mut bob = connect_as(b, "bob").await;
+        for i in 0..4 {
+            say(&mut bob, &format!("b{i}")).await.unwrap();
+        }
+        assert_eq!(
+            say(&mut bob, "over").await.unwrap_err()["code"],
+            "rate_limited"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_the_arithmetics_retry_after_and_the_prefilter_saves_the_round_trip() {
+        let Some(server) = RedisServer::start().await else {
+            return;
+        };
+        // 3 per 30 s: t = 10 s, burst 3, tau = 20 s.
+        let config = config(
+            &server.url(),
+            QuotaConfig::new(3, Duration::from_secs(30)),
+            RedisConfig::new("").key_prefix("test:"),
+        );
+        let layer = instance(&config);
+        let mut alice = client(&layer, "alice");
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(alice.text("x").await.unwrap());
+        }
+        let refused = alice.text("x").await.unwrap_err();
+        let elapsed = start.elapsed();
+        assert_eq!(refused.kind(), GuardErrorKind::RateLimited);
+        // tat = first + 30 s, earliest = tat - tau = first + 10 s: the wait is 10 s less
+        // the time between the first message and this one, at most `elapsed`.
+        let retry = refused.retry_after().unwrap();
+        assert!(
+            retry <= Duration::from_secs(10) && retry >= Duration::from_secs(10) - elapsed,
+            "{retry:?} after {elapsed:?}"
+        );
+        let stats = layer.stats();
+        assert_eq!((stats.redis_calls, stats.redis_prefiltered), (4, 0));
+
+        // Known to be refused: no round trip, the same wait less the time since.
+        let again = alice.text("x").await.unwrap_err();
+        assert_eq!(again.code(), "rate_limited");
+        assert!(again.retry_after().unwrap() <= retry);
+        let stats = layer.stats();
+        assert_eq!((stats.redis_calls, stats.redis_prefiltered), (4, 1));
+        // Another connection of hers on this instance shares the pre-filter.
+        let mut tab = client(&layer, "alice");
+        assert!(tab.text("x").await.is_err());
+        assert_eq!(layer.stats().redis_calls, 4);
+
+        // The key expires when the bucket is full again: tat - now, about 30 s.
+        let mut redis = redis_connection(&server).await;
+        let pttl: i64 = ::redis::cmd("PTTL")
+            .arg("test:alice")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(
+            (30_000 - start.elapsed().as_millis() as i64 - 1..=30_000).contains(&pttl),
+            "{pttl}"
+        );
+
+        // Redis forgetting the script costs a reload, not an error.
+        let () = ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let mut bob = client(&layer, "bob");
+        assert!(bob.text("x").await.unwrap());
+        assert_eq!(layer.stats().redis_errors, 0);
+    }
+
+    #[tokio::test]
+    async fn a_byte_quota_is_kept_in_redis_too_and_an_impossible_message_costs_no_round_trip() {
+        let Some(server) = RedisServer::start().await else {
+            return;
+        };
+        let mut config = config(
+            &server.url(),
+            QuotaConfig::new(100, HOUR),
+            RedisConfig::new(""),
+        );
+        // 100 bytes per 10 s: t = 100 ms a byte.
+        config.bytes = QuotaConfig::new(100, Duration::from_secs(10));
+        let (first, second) = (instance(&config), instance(&config));
+        let mut on_first = client(&first, "alice");
+        let mut on_second = client(&second, "alice");
+        let start = Instant::now();
+        assert!(on_first.text(&"x".repeat(60)).await.unwrap());
+        let refused = on_second.text(&"x".repeat(60)).await.unwrap_err();
+        let elapsed = start.elapsed();
+        assert_eq!(refused.code(), "rate_limited");
+        // 20 bytes short: 2 s less the time since the first message.
+        let retry = refused.retry_after().unwrap();
+        assert!(
+            retry <= Duration::from_secs(2) && retry >= Duration::from_secs(2) - elapsed,
+            "{retry:?}"
+        );
+        // A byte refusal is not remembered: a smaller message still asks, and passes.
+        assert!(on_second.text(&"x".repeat(40)).await.unwrap());
+        let calls = second.stats().redis_calls;
+        assert_eq!(
+            on_second.text(&"x".repeat(101)).await.unwrap_err().code(),
+            "message_too_large"
+        );
+        assert_eq!(second.stats().redis_calls, calls);
+    }
+
+    #[tokio::test]
+    async fn escalation_counts_redis_refusals_and_prefiltered_ones_alike() {
+        let Some(server) = RedisServer::start().await else {
+            return;
+        };
+        let mut config = config(
+            &server.url(),
+            QuotaConfig::new(1, HOUR),
+            RedisConfig::new(""),
+        );
+        config.on_exceed.close_after = 2;
+        let layer = instance(&config);
+        let mut alice = client(&layer, "alice");
+        assert!(alice.text("1").await.unwrap());
+        // The first refusal comes from Redis (the response future), the second from the
+        // pre-filter (in `call`): one count, closing at the second.
+        let first = alice.text("2").await.unwrap_err();
+        assert!(matches!(first.to_message(), Message::Text(_)));
+        let second = alice.text("3").await.unwrap_err();
+        assert_eq!(
+            second.to_message(),
+            Message::close(4429, "too many messages")
+        );
+        let stats = layer.stats();
+        assert_eq!(
+            (stats.redis_calls, stats.redis_prefiltered, stats.closed),
+            (2, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_open_lets_messages_through_while_redis_is_down_and_the_limit_returns_with_it() {
+        let Some(mut server) = RedisServer::start().await else {
+            return;
+        };
+        let config = config(
+            &server.url(),
+            QuotaConfig::new(2, HOUR),
+            RedisConfig::new("")
+                .timeout(Duration::from_millis(200))
+                .on_error(OnRedisError::FailOpen)
+                .breaker(2, Duration::from_millis(100)),
+        );
+        let layer = instance(&config);
+        let mut alice = client(&layer, "alice");
+        assert!(alice.text("1").await.unwrap());
+        assert!(alice.text("2").await.unwrap());
+        assert!(alice.text("3").await.is_err());
+
+        server.stop();
+        let mut bob = client(&layer, "bob");
+        for i in 0..5 {
+            assert!(
+                bob.text("x").await.unwrap(),
+                "fail-open: message {i} passes"
+            );
+        }
+        let stats = layer.stats();
+        assert!(stats.redis_errors >= 2, "{stats:?}");
+        // Alice is still known to be over her limit here: the pre-filter needs no Redis.
+        assert_eq!(alice.text("4").await.unwrap_err().code(), "rate_limited");
+
+        server.restart().await;
+        // Back once a check gets an answer again (a probe after the cool-down, through the
+        // connection manager's reconnection).
+        let answered = |stats: RateLimitStats| stats.redis_calls - stats.redis_errors;
+        let before = answered(layer.stats());
+        let mut carol = client(&layer, "carol");
+        tokio::time::timeout(support::PATIENCE, async {
+            while answered(layer.stats()) == before {
+                assert!(carol.text("x").await.unwrap());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("Redis is asked again after its restart");
+        // The restarted Redis is empty, and counts exactly again.
+        let mut dave = client(&layer, "dave");
+        assert!(dave.text("1").await.unwrap());
+        assert!(dave.text("2").await.unwrap());
+        assert_eq!(dave.text("3").await.unwrap_err().code(), "rate_limited");
+    }
+
+    #[tokio::test]
+    async fn fail_closed_answers_unavailable_frames_without_closing_and_recovers_after_restart() {
+        let Some(mut server) = RedisServer::start().await else {
+            return;
+        };
+        let mut config = config(
+            &server.url(),
+            QuotaConfig::new(100, HOUR),
+            RedisConfig::new("")
+                .timeout(Duration::from_millis(200))
+                .on_error(OnRedisError::FailClosed)
+                .breaker(2, Duration::from_millis(100)),
+        );
+        config.on_exceed.close_after = 2;
+        let addr = serve(instance(&config)).await;
+        let mut alice = connect_as(addr, "alice").await;
+        say(&mut alice, "before").await.unwrap();
+
+        server.stop();
+        // More refusals than `close_after`: not violations, so the connection stays.
+        for _ in 0..4 {
+            let refused = say(&mut alice, "during").await.unwrap_err();
+            assert_eq!(refused["type"], "error");
+            assert_eq!(refused["code"], "unavailable", "{refused}");
+        }
+        // With the breaker open, the frame says when Redis is asked again.
+        let refused = say(&mut alice, "during").await.unwrap_err();
+        assert_eq!(refused["code"], "unavailable");
+        assert!(
+            refused["retry_after_ms"].as_u64().unwrap() <= 100,
+            "{refused}"
+        );
+
+        server.restart().await;
+        tokio::time::timeout(support::PATIENCE, async {
+            loop {
+                match say(&mut alice, "after").await {
+                    Ok(_) => break,
+                    Err(refused) => assert_eq!(refused["code"], "unavailable"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("messages pass again after Redis restarts");
+    }
+
+    /// A Redis that accepts connections and never answers: the breaker bounds what it costs.
+    #[tokio::test]
+    async fn an_unresponsive_redis_costs_one_timeout_per_failure_until_the_breaker_opens() {
+        let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", black_hole.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = black_hole.accept().await {
+                held.push(stream);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let config = config(
+            &url,
+            QuotaConfig::new(100, HOUR),
+            RedisConfig::new("")
+                .timeout(timeout)
+                .on_error(OnRedisError::FailClosed)
+                .breaker(2, HOUR),
+        );
+        let layer = instance(&config);
+        let mut alice = client(&layer, "alice");
+        let start = Instant::now();
+        for i in 0..10 {
+            let refused = alice.text("x").await.unwrap_err();
+            assert_eq!(refused.kind(), GuardErrorKind::Unavailable, "message {i}");
+            // Once open, the refusal says when Redis is asked again: within the hour.
+            if i >= 2 {
+                let retry = refused.retry_after().unwrap();
+                assert!(retry > HOUR - Duration::from_secs(60), "{retry:?}");
+            }
+        }
+        let stats = layer.stats();
+        assert_eq!(
+            (stats.redis_calls, stats.redis_errors, stats.redis_skipped),
+            (2, 2, 8),
+            "two timeouts open the breaker; the rest skip Redis"
+        );
+        // Ten timeouts would take 3 s; two take 0.6 s. The bound is loose on purpose.
+        assert!(start.elapsed() < 6 * timeout, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn the_section_parses_from_toml_and_redacts_its_password() {
+        let toml = r#"
+            [rate_limit.redis]
+            url = "redis://:hunter2@127.0.0.1:6379/0"
+            key_prefix = "chat:"
+            timeout = "25ms"
+            on_error = "fail_closed"
+            breaker = { failures = 5, cool_down = "2s" }
+        "#;
+        let config = tower_ws_guard::GuardConfig::from_toml(toml).unwrap();
+        let redis = config.rate_limit.redis.as_ref().unwrap();
+        assert_eq!(redis.timeout, Duration::from_millis(25));
+        assert_eq!(redis.on_error, OnRedisError::FailClosed);
+        assert_eq!(redis.breaker.cool_down, Duration::from_secs(2));
+        assert_eq!(redis.url.expose(), "redis://:hunter2@127.0.0.1:6379/0");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let layer = MessageRateLimitLayer::from_config(&config.rate_limit).unwrap();
+        assert!(!format!("{layer:?}").contains("hunter2"));
+
+        // The URL alone, from the environment; the rest defaults.
+        let vars = [("WS_GUARD__RATE_LIMIT__REDIS__URL", "redis://127.0.0.1:6390")];
+        let config = tower_ws_guard::GuardConfig::from_toml_with_env("", vars).unwrap();
+        let redis = config.rate_limit.redis.unwrap();
+        assert_eq!(
+            (redis.key_prefix.as_str(), redis.timeout, redis.on_error),
+            (
+                "ws-guard:",
+                Duration::from_millis(50),
+                OnRedisError::FailOpen
+            )
+        );
+
+        for (bad, field) in [
+            (
+                "[rate_limit.redis]\nurl = \"redis://h\"\ntimout = \"1s\"",
+                "timout",
+            ),
+            ("[rate_limit.redis]\nkey_prefix = \"x\"", "url"),
+        ] {
+            let error = tower_ws_guard::GuardConfig::from_toml(bad).unwrap_err();
+            assert!(error.to_string().contains(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn unusable_redis_settings_are_config_errors() {
+        let field = |change: &dyn Fn(&mut RateLimitConfig)| {
+            let mut config = config(
+                "redis://127.0.0.1:6379",
+                QuotaConfig::new(30, Duration::from_secs(60)),
+                RedisConfig::new(""),
+            );
+            change(&mut config);
+            match MessageRateLimitLayer::from_config(&config) {
+                Err(tower_ws_guard::ConfigError::Invalid { field, .. }) => field,
+                other => panic!("expected an Invalid error, got {other:?}"),
+            }
+        };
+        let redis = |config: &mut RateLimitConfig| config.redis.as_mut().unwrap().clone();
+        assert_eq!(
+            field(&|c| c.redis = Some(RedisConfig::new("http://x").timeout(Duration::ZERO))),
+            "rate_limit.redis.timeout"
+        );
+        assert_eq!(
+            field(&|c| c.redis = Some(RedisConfig::new("http://x"))),
+            "rate_limit.redis.url"
+        );
+        assert_eq!(
+            field(&|c| c.redis = Some(redis(c).breaker(0, Duration::from_secs(1)))),
+            "rate_limit.redis.breaker.failures"
+        );
+        assert_eq!(
+            field(&|c| c.per_user = QuotaConfig::off()),
+            "rate_limit.redis"
+        );
+        assert_eq!(
+            field(&|c| c.per_user = QuotaConfig::new(1_000_000, Duration::from_millis(999))),
+            "rate_limit.per_user"
+        );
+    }
+}

@@ -52,6 +52,16 @@
 //! | `rate_limited` | `RESOURCE_EXHAUSTED`, with `retry-after-ms` and `grpc-retry-pushback-ms` |
 //! | `message_too_large` | `RESOURCE_EXHAUSTED` (as gRPC answers any message over a size limit) |
 //! | `invalid_message`, `empty_message` | `INVALID_ARGUMENT` |
+//! | `unavailable` (Redis down, `on_error = "fail_closed"`) | `UNAVAILABLE` |
+//!
+//! # With per-user limits in Redis
+//!
+//! The frame parser decides on each message synchronously, so a gRPC stream makes no
+//! round trip to Redis (feature `redis`): its per-connection quotas, the byte burst and
+//! the local pre-filter apply (a user Redis refused on any connection of this instance is
+//! refused here too, until the wait is over), and a message the pre-filter cannot judge
+//! passes. Keep WebSocket traffic, which does ask Redis, as the quota's main consumer,
+//! or keep gRPC per-user limits in the process.
 //!
 //! # Example
 //!
@@ -107,7 +117,11 @@ use tower_service::Service;
 use crate::connection::{ConnectionId, Identity};
 use crate::error::{BoxError, GuardError, GuardErrorKind, insert_grpc_retry_after, is_grpc};
 use crate::future::HandshakeFuture;
-use crate::rate_limit::{ConnectionPermit, MessageRateLimit, MessageRateLimitLayer, Shared};
+#[cfg(feature = "redis")]
+use crate::rate_limit::unavailable;
+use crate::rate_limit::{
+    Checked, ConnectionPermit, MessageRateLimit, MessageRateLimitLayer, Shared,
+};
 
 /// The metadata key carrying a refusal's stable code (`rate_limited`, `invalid_message` …).
 pub const GUARD_CODE: &str = "guard-code";
@@ -131,6 +145,7 @@ impl From<GuardError> for Status {
                 Code::ResourceExhausted
             }
             GuardErrorKind::InvalidMessage | GuardErrorKind::EmptyMessage => Code::InvalidArgument,
+            GuardErrorKind::Unavailable => Code::Unavailable,
         };
         let mut headers = HeaderMap::new();
         headers.insert(GUARD_CODE, HeaderValue::from_static(error.code()));
@@ -327,9 +342,21 @@ impl Counter {
         let now = self.shared.clock.monotonic_nanos();
         let identity = self.identity.as_ref();
         match self.limiter.check_data(identity, length, now) {
-            Ok(()) => {
+            Ok(Checked::Passed) => {
                 self.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
+            }
+            // A gRPC body is parsed synchronously, so it makes no round trip to Redis: the
+            // per-connection quotas, the byte burst and the pre-filter (a user Redis refused
+            // on any connection of this instance) apply; the rest passes.
+            #[cfg(feature = "redis")]
+            Ok(Checked::Ask(_)) => {
+                self.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            #[cfg(feature = "redis")]
+            Ok(Checked::Unavailable(retry_after)) => {
+                Err(unavailable(self.stream, retry_after).into())
             }
             Err((refused, quota)) => {
                 match self

@@ -41,6 +41,22 @@ impl Gcra {
         }
     }
 
+    /// Whether a request of cost `n` can ever pass (its cost is within the burst).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn fits(&self, n: u64) -> bool {
+        self.t.saturating_mul(n.max(1) - 1) <= self.tau
+    }
+
+    /// The emission interval and burst tolerance in whole microseconds, the unit of the
+    /// Redis script (Redis `TIME` has microsecond resolution, and Lua's numbers are exact
+    /// integers only up to 2^53): the interval rounded down, the tolerance that interval
+    /// times `burst - 1`. `None` when the interval is under 1 µs.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn micros(&self) -> Option<(u64, u64)> {
+        let t = self.t / 1_000;
+        (t > 0).then(|| (t, t.saturating_mul(self.tau / self.t)))
+    }
+
     /// Tests a request of cost `n` against `tat` at `now`: the new `tat` if allowed.
     pub(crate) fn test(&self, tat: u64, now: u64, n: u64) -> Result<u64, Refused> {
         let additional = self.t.saturating_mul(n.max(1) - 1);

@@ -10,6 +10,9 @@ use tower_layer::Layer;
 
 use super::client_ip::Cidr;
 use super::gcra::Gcra;
+#[cfg(feature = "redis")]
+use super::redis::RedisLimiter;
+use super::redis_config::RedisConfig;
 use super::service::MessageRateLimit;
 use super::store::{Rates, UserStore};
 use crate::clock::Clock;
@@ -216,6 +219,9 @@ impl Default for HandshakeLimits {
 /// max_connections_per_user = 10
 /// max_connections_per_ip = 100
 /// trusted_proxies = ["10.0.0.0/8"]
+///
+/// [rate_limit.redis]             # optional, cargo feature `redis`: per-user limits in Redis
+/// url = "redis://127.0.0.1:6379"
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -235,6 +241,10 @@ pub struct RateLimitConfig {
     pub on_exceed: OnExceed,
     /// Limits on connecting.
     pub handshake: HandshakeLimits,
+    /// Keep the per-user limits (messages and bytes) in Redis, shared by every instance
+    /// of the service, instead of in this process (cargo feature `redis`; default off).
+    /// The per-connection, control and handshake limits stay in the process.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for RateLimitConfig {
@@ -249,6 +259,7 @@ impl Default for RateLimitConfig {
             control: QuotaConfig::new(120, Duration::from_secs(60)),
             on_exceed: OnExceed::default(),
             handshake: HandshakeLimits::default(),
+            redis: None,
         }
     }
 }
@@ -271,6 +282,10 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) closed: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) redis_calls: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
+    pub(crate) redis_skipped: AtomicU64,
+    pub(crate) redis_prefiltered: AtomicU64,
 }
 
 /// A snapshot of a layer's counters.
@@ -279,7 +294,9 @@ pub(crate) struct Counters {
 pub struct RateLimitStats {
     /// Messages that passed.
     pub allowed: u64,
-    /// Messages refused (error frame, dropped or closing).
+    /// Messages refused over a quota (error frame, dropped or closing); refusals of
+    /// `on_error = "fail_closed"` are not violations and count in `redis_errors` and
+    /// `redis_skipped` instead.
     pub rejected: u64,
     /// Of those, dropped silently.
     pub dropped: u64,
@@ -287,10 +304,20 @@ pub struct RateLimitStats {
     pub closed: u64,
     /// Handshakes answered with 429.
     pub handshakes_refused: u64,
-    /// Users with limiter state now.
+    /// Users with limiter state in this process now (with Redis: users whose pre-filter
+    /// state is held, while they are connected or refused).
     pub tracked_users: usize,
     /// Client IPs with attempt state now.
     pub tracked_ips: usize,
+    /// Per-user checks sent to Redis (each one round trip).
+    pub redis_calls: u64,
+    /// Of those, the ones that failed or timed out (the `on_error` policy answered).
+    pub redis_errors: u64,
+    /// Per-user checks that skipped Redis because its breaker was open (the `on_error`
+    /// policy answered).
+    pub redis_skipped: u64,
+    /// Messages the pre-filter refused without asking Redis.
+    pub redis_prefiltered: u64,
 }
 
 /// Everything the connections of one layer share.
@@ -300,6 +327,8 @@ pub(crate) struct Shared {
     pub(crate) connection_bytes: Option<Gcra>,
     pub(crate) control: Option<Gcra>,
     pub(crate) users: Option<Arc<UserStore>>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<Arc<RedisLimiter>>,
     pub(crate) attempts: Option<Arc<UserStore>>,
     pub(crate) max_per_user: usize,
     pub(crate) max_per_ip: usize,
@@ -393,8 +422,21 @@ impl MessageRateLimitLayer {
             .iter()
             .map(|cidr| cidr.parse())
             .collect::<Result<Vec<Cidr>, _>>()?;
-        let users =
-            per_user.map(|messages| UserStore::new(Rates { messages, bytes }, clock.clone(), true));
+        let rates = per_user.map(|messages| Rates { messages, bytes });
+        let remote = match (&config.redis, rates) {
+            (Some(redis), Some(rates)) => Some(Self::redis(redis, rates, &clock)?),
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "rate_limit.redis",
+                    "`rate_limit.per_user` is off: there is nothing to keep in Redis",
+                ));
+            }
+            (None, _) => None,
+        };
+        let users = match remote {
+            Some(_) => None,
+            None => rates.map(|rates| UserStore::new(rates, clock.clone(), true)),
+        };
         let attempts = attempts.map(|messages| {
             UserStore::new(
                 Rates {
@@ -412,6 +454,8 @@ impl MessageRateLimitLayer {
                 connection_bytes: bytes.filter(|_| per_connection.is_some()),
                 control,
                 users,
+                #[cfg(feature = "redis")]
+                redis: remote,
                 attempts,
                 max_per_user: config.handshake.max_connections_per_user,
                 max_per_ip: config.handshake.max_connections_per_ip,
@@ -423,6 +467,24 @@ impl MessageRateLimitLayer {
                 warned_no_peer: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis(
+        config: &RedisConfig,
+        rates: Rates,
+        clock: &Clock,
+    ) -> Result<Arc<RedisLimiter>, ConfigError> {
+        RedisLimiter::new(config, rates, clock.clone())
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn redis(config: &RedisConfig, _: Rates, _: &Clock) -> Result<(), ConfigError> {
+        config.validate()?;
+        Err(ConfigError::invalid(
+            "rate_limit.redis",
+            "this build has no Redis support: enable the cargo feature `redis`",
+        ))
     }
 
     /// Reads time from `clock` instead of the system clock (tests). The layer's state
@@ -441,9 +503,23 @@ impl MessageRateLimitLayer {
             dropped: counters.dropped.load(Ordering::Relaxed),
             closed: counters.closed.load(Ordering::Relaxed),
             handshakes_refused: counters.handshakes_refused.load(Ordering::Relaxed),
-            tracked_users: self.shared.users.as_ref().map_or(0, |users| users.len()),
+            tracked_users: self.shared.users.as_ref().map_or(0, |users| users.len())
+                + self.remote_users(),
             tracked_ips: self.shared.attempts.as_ref().map_or(0, |ips| ips.len()),
+            redis_calls: counters.redis_calls.load(Ordering::Relaxed),
+            redis_errors: counters.redis_errors.load(Ordering::Relaxed),
+            redis_skipped: counters.redis_skipped.load(Ordering::Relaxed),
+            redis_prefiltered: counters.redis_prefiltered.load(Ordering::Relaxed),
         }
+    }
+
+    /// Users with local state for the Redis store (its pre-filter).
+    fn remote_users(&self) -> usize {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.shared.redis {
+            return redis.tracked_users();
+        }
+        0
     }
 }
 

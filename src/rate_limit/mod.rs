@@ -34,6 +34,51 @@
 //! is removed when the last share is gone and the bucket is full again (so reconnecting
 //! never resets a quota, and memory follows active users).
 //!
+//! # Across instances: Redis
+//!
+//! Behind a load balancer a user's tabs land on different instances, and a per-user limit
+//! held in one process is not a limit. With the cargo feature `redis` and a
+//! [`RedisConfig`] (`[rate_limit.redis]`), the per-user quotas (messages, and bytes when
+//! on) live in Redis or Valkey (5.0 or later, no modules), shared by every layer built
+//! from the same config; the per-connection, control and handshake limits, the
+//! per-user connection cap (`max_connections_per_user`) and escalation stay in the
+//! process.
+//!
+//! - **Arithmetic**: the same GCRA as in the process, run atomically by a Lua script on
+//!   Redis `TIME`, the one clock of every instance, in microseconds (the resolution of
+//!   `TIME`): the emission interval `period / messages` is rounded down to a whole
+//!   microsecond and must be at least 1 µs (at most a million per second, which also
+//!   bounds a per-user byte quota to 1 MB/s). A user's key (`key_prefix` + the user)
+//!   expires when their bucket is full again, so Redis holds active users only.
+//! - **Round trips**: each per-user check of a message is one `EVALSHA` (the script is
+//!   loaded again if Redis forgot it), bounded by `timeout` (50 ms). The response future
+//!   awaits it, then calls the inner service or answers as the in-process check would,
+//!   escalation included; the driver awaits each message before reading the next, so
+//!   order on a connection holds. With the feature on, the inner service must be
+//!   `Clone + Send + 'static` (the future carries it). Without a Redis config the check
+//!   stays synchronous and unboxed, exactly as without the feature.
+//! - **Pre-filter**: after Redis refuses a user's message for the *message* quota with
+//!   `retry_after`, this instance refuses that user's messages without asking Redis until
+//!   `t0 + retry_after`, where `t0` is when the refused check started (no later than when
+//!   Redis ran the script). Redis would refuse every one of them: a user's state only
+//!   moves forward, whichever instance moves it. (Only a Redis that lost its data, by a
+//!   restart or a flush, could have said yes sooner.) The `retry_after_ms` sent to the
+//!   client counts from the refusal's arrival, so a client that waits as told is not early
+//!   for Redis. Refusals for the byte quota are not remembered (a smaller message may pass
+//!   sooner), and a message larger than the byte quota's whole burst is refused without
+//!   asking. The pre-filter's memory is per user and follows the same rule as the
+//!   in-process store: kept while the user is connected or refused, then dropped.
+//! - **Failures**: an error or a timeout gets the `on_error` policy: `fail_open` (the
+//!   default: the message passes; its per-connection quota still applies) or
+//!   `fail_closed` (an error frame `unavailable`, never a violation, never a close). After
+//!   `breaker.failures` consecutive failures (3) Redis is skipped for `breaker.cool_down`
+//!   (1 s), the policy answering at once (with `retry_after_ms` until the next probe when
+//!   refusing); then one message probes Redis, and its answer closes the breaker or opens
+//!   it again. The `redis` crate's connection manager reconnects in the background, so a
+//!   restarted Redis is used again within about a cool-down.
+//! - [`RateLimitStats`] counts round trips, failures, skipped checks and pre-filtered
+//!   refusals.
+//!
 //! # Handshake face
 //!
 //! On the upgrade route, the same layer limits connection attempts per client IP (GCRA, 30
@@ -75,9 +120,14 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod client_ip;
 mod gcra;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
+mod redis_config;
 mod service;
 mod store;
 
@@ -88,5 +138,7 @@ pub use self::layer::{
     ExceedAction, HandshakeLimits, MessageRateLimitLayer, OnExceed, QuotaConfig, RateLimitConfig,
     RateLimitStats,
 };
+pub use self::redis_config::{BreakerConfig, OnRedisError, RedisConfig, RedisUrl};
+pub(crate) use self::service::{Checked, unavailable};
 pub use self::service::{ConnectionPermit, MessageRateLimit};
 pub use crate::future::{HandshakeFuture, ResponseFuture};

@@ -11,11 +11,15 @@ use tower_service::Service;
 use super::client_ip::{PeerAddr, client_ip};
 use super::gcra::{Gcra, Refused};
 use super::layer::{ExceedAction, OpenConnections, Shared};
+#[cfg(feature = "redis")]
+use super::redis::{Ask, Local, RemoteUser, Verdict};
 use super::store::UserShare;
 use crate::connection::{ConnectionId, Identity, WsRequest, WsResponse};
 use crate::error::{
     BoxError, GuardError, GuardErrorKind, grpc_status, insert_grpc_retry_after, is_grpc,
 };
+#[cfg(feature = "redis")]
+use crate::future::MessageStep;
 use crate::future::{HandshakeFuture, ResponseFuture};
 use crate::message::Message;
 
@@ -36,12 +40,74 @@ struct ConnectionState {
     bytes_tat: u64,
     control_tat: u64,
     /// The user's share, once the connection has an identity.
-    user: Option<UserShare>,
+    user: Option<UserSlot>,
     /// The connection's place in the per-user connection count, when its identity came
     /// in-band (after the handshake face counted it).
     user_permit: Option<ConnectionPermit>,
+    /// Violations so far, made at the first one (or the first Redis check, whose future
+    /// may count one after `call` returned).
+    escalation: Option<Arc<Mutex<Escalation>>>,
+}
+
+/// Where a connection's user limit is kept.
+#[derive(Debug)]
+enum UserSlot {
+    /// In this process.
+    Local(UserShare),
+    /// In Redis (boxed: the in-process slot stays as small as without the feature).
+    #[cfg(feature = "redis")]
+    Remote(Box<RemoteUser>),
+}
+
+/// Violations within the escalation window.
+#[derive(Debug, Default)]
+struct Escalation {
     violations: u32,
     window_start: u64,
+}
+
+impl ConnectionState {
+    fn escalation(&mut self) -> &Arc<Mutex<Escalation>> {
+        self.escalation.get_or_insert_with(Arc::default)
+    }
+}
+
+/// What the quotas say about one message, before any round trip.
+pub(crate) enum Checked {
+    /// Every quota passed.
+    Passed,
+    /// The per-user quota is in Redis: ask it. (Boxed, so that the in-process path
+    /// moves a small value.)
+    #[cfg(feature = "redis")]
+    Ask(Box<Ask>),
+    /// Redis is skipped and the policy refuses, with the time until Redis is asked again.
+    #[cfg(feature = "redis")]
+    Unavailable(Option<Duration>),
+}
+
+/// What `call` does with one message.
+enum Decision {
+    /// Call the inner service.
+    Call,
+    /// Answer without it.
+    Answer(Answer),
+    #[cfg(feature = "redis")]
+    Ask(Box<Ask>),
+}
+
+/// The guard's own answers.
+enum Answer {
+    Respond(WsResponse),
+    Reject(GuardError),
+}
+
+impl Answer {
+    fn into_future<F>(self) -> ResponseFuture<F> {
+        match self {
+            Self::Respond(response) => ResponseFuture::respond(response),
+            Self::Reject(error) => ResponseFuture::rejected(error),
+        }
+    }
 }
 
 impl<S: Clone> Clone for MessageRateLimit<S> {
@@ -67,7 +133,7 @@ impl<S> MessageRateLimit<S> {
     }
 
     /// Checks one message against every quota that applies; the quota it broke and why.
-    fn check(&mut self, request: &WsRequest, now: u64) -> Result<(), (Refused, &'static str)> {
+    fn check(&mut self, request: &WsRequest, now: u64) -> Result<Checked, (Refused, &'static str)> {
         let shared = &*self.shared;
         let state = &mut self.connection;
         let message = request.message();
@@ -77,7 +143,8 @@ impl<S> MessageRateLimit<S> {
                     local(control, &mut state.control_tat, now, 1).map_err(|r| (r, "control"))
                 }
                 _ => Ok(()),
-            };
+            }
+            .map(|()| Checked::Passed);
         }
         self.check_data(request.connection().identity(), message.len() as u64, now)
     }
@@ -89,7 +156,7 @@ impl<S> MessageRateLimit<S> {
         identity: Option<&Identity>,
         bytes: u64,
         now: u64,
-    ) -> Result<(), (Refused, &'static str)> {
+    ) -> Result<Checked, (Refused, &'static str)> {
         let shared = &*self.shared;
         let state = &mut self.connection;
         if let Some(per_connection) = &shared.per_connection {
@@ -106,28 +173,58 @@ impl<S> MessageRateLimit<S> {
             }
         }
         if state.user.is_none()
-            && let (Some(users), Some(identity)) = (&shared.users, identity)
+            && let Some(identity) = identity
         {
-            state.user = Some(users.acquire(&identity.user_key()));
+            state.user = shared.user_slot(identity);
         }
-        if let Some(user) = &state.user {
-            user.check(now, bytes)?;
+        match &state.user {
+            None => Ok(Checked::Passed),
+            Some(UserSlot::Local(user)) => user.check(now, bytes).map(|()| Checked::Passed),
+            #[cfg(feature = "redis")]
+            Some(UserSlot::Remote(user)) => match &shared.redis {
+                Some(redis) => Ok(match redis.local(user, now, bytes, &shared.counters)? {
+                    Local::Ask(ask) => Checked::Ask(Box::new(ask)),
+                    Local::Pass => Checked::Passed,
+                    Local::Unavailable(retry_after) => Checked::Unavailable(retry_after),
+                }),
+                None => Ok(Checked::Passed),
+            },
         }
-        Ok(())
     }
 
-    /// Applies the escalation policy to a violation.
-    fn violation(
-        &mut self,
-        request: &WsRequest,
-        refused: Refused,
-        quota: &'static str,
-        now: u64,
-    ) -> Result<WsResponse, GuardError> {
-        let connection = request.connection();
-        self.escalate(connection.id(), connection.identity(), refused, quota, now)
+    /// Everything `call` decides before a round trip.
+    fn decide(&mut self, request: &WsRequest) -> Decision {
+        if let Err(error) = self.count_in_band_user(request) {
+            return Decision::Answer(Answer::Reject(error));
+        }
+        let now = self.shared.clock.monotonic_nanos();
+        match self.check(request, now) {
+            Ok(Checked::Passed) => {
+                self.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                Decision::Call
+            }
+            #[cfg(feature = "redis")]
+            Ok(Checked::Ask(ask)) => Decision::Ask(ask),
+            #[cfg(feature = "redis")]
+            Ok(Checked::Unavailable(retry_after)) => Decision::Answer(Answer::Reject(unavailable(
+                request.connection().id(),
+                retry_after,
+            ))),
+            Err((refused, quota)) => {
+                let connection = request.connection();
+                Decision::Answer(
+                    match self.escalate(connection.id(), connection.identity(), refused, quota, now)
+                    {
+                        Ok(response) => Answer::Respond(response),
+                        Err(error) => Answer::Reject(error),
+                    },
+                )
+            }
+        }
     }
+}
 
+impl<S> MessageRateLimit<S> {
     /// Applies the escalation policy to a violation on `connection` (a WebSocket, or a
     /// gRPC stream): `Ok` when the message is dropped silently, else the rejection.
     pub(crate) fn escalate(
@@ -138,8 +235,41 @@ impl<S> MessageRateLimit<S> {
         quota: &'static str,
         now: u64,
     ) -> Result<WsResponse, GuardError> {
-        let shared = &*self.shared;
-        let counters = &shared.counters;
+        let escalation = self.connection.escalation().clone();
+        self.shared
+            .violation(&escalation, connection, identity, refused, quota, now)
+    }
+}
+
+impl Shared {
+    /// The place of a user's limit, for a connection that just got its identity; `None`
+    /// (asked again at each message, so it must stay cheap) when users are not limited.
+    fn user_slot(&self, identity: &Identity) -> Option<UserSlot> {
+        if let Some(users) = &self.users {
+            return Some(UserSlot::Local(users.acquire(&identity.user_key())));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return Some(UserSlot::Remote(Box::new(
+                redis.acquire(&identity.user_key()),
+            )));
+        }
+        None
+    }
+
+    /// Applies the escalation policy to a violation on `connection` (a WebSocket, or a
+    /// gRPC stream) of `identity`: `Ok` when the message is dropped silently, else the
+    /// rejection.
+    fn violation(
+        &self,
+        escalation: &Mutex<Escalation>,
+        connection: ConnectionId,
+        identity: Option<&Identity>,
+        refused: Refused,
+        quota: &'static str,
+        now: u64,
+    ) -> Result<WsResponse, GuardError> {
+        let counters = &self.counters;
         counters.rejected.fetch_add(1, Ordering::Relaxed);
         let subject = identity.map(|identity| &*identity.subject);
         let error = match refused {
@@ -156,28 +286,45 @@ impl<S> MessageRateLimit<S> {
                 ));
             }
         };
-        let policy = shared.on_exceed;
-        let state = &mut self.connection;
-        let window = u64::try_from(policy.window.as_nanos()).unwrap_or(u64::MAX);
-        if state.violations == 0 || now.saturating_sub(state.window_start) >= window {
-            state.violations = 0;
-            state.window_start = now;
-        }
-        state.violations += 1;
+        let policy = self.on_exceed;
+        let violations = {
+            let mut state = escalation.lock().unwrap_or_else(PoisonError::into_inner);
+            let window = u64::try_from(policy.window.as_nanos()).unwrap_or(u64::MAX);
+            if state.violations == 0 || now.saturating_sub(state.window_start) >= window {
+                state.violations = 0;
+                state.window_start = now;
+            }
+            state.violations += 1;
+            state.violations
+        };
         let close = match policy.action {
             ExceedAction::Drop => {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 return Ok(WsResponse::empty());
             }
             ExceedAction::Close => true,
-            _ => policy.close_after > 0 && state.violations >= policy.close_after,
+            _ => policy.close_after > 0 && violations >= policy.close_after,
         };
         if close {
             counters.closed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%connection, subject, violations = state.violations, "closing a connection over its rate limit");
+            tracing::warn!(%connection, subject, violations, "closing a connection over its rate limit");
             return Err(error.closing());
         }
         Err(error)
+    }
+}
+
+/// The refusal of a message whose per-user check Redis could not answer (fail-closed).
+#[cfg(feature = "redis")]
+pub(crate) fn unavailable(connection: ConnectionId, retry_after: Option<Duration>) -> GuardError {
+    tracing::debug!(%connection, ?retry_after, "refused: the per-user limit cannot be checked");
+    let error = GuardError::new(
+        GuardErrorKind::Unavailable,
+        "the rate limit cannot be checked now",
+    );
+    match retry_after {
+        Some(retry_after) => error.with_retry_after(retry_after),
+        None => error,
     }
 }
 
@@ -233,6 +380,7 @@ fn local(gcra: &Gcra, tat: &mut u64, now: u64, n: u64) -> Result<(), Refused> {
 }
 
 /// The message face.
+#[cfg(not(feature = "redis"))]
 impl<S> Service<WsRequest> for MessageRateLimit<S>
 where
     S: Service<WsRequest, Response = WsResponse>,
@@ -247,20 +395,79 @@ where
     }
 
     fn call(&mut self, request: WsRequest) -> Self::Future {
-        if let Err(error) = self.count_in_band_user(&request) {
-            return ResponseFuture::rejected(error);
+        match self.decide(&request) {
+            Decision::Call => ResponseFuture::inner(self.inner.call(request)),
+            Decision::Answer(answer) => answer.into_future(),
         }
-        let now = self.shared.clock.monotonic_nanos();
-        match self.check(&request, now) {
-            Ok(()) => {
-                self.shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
-                ResponseFuture::inner(self.inner.call(request))
+    }
+}
+
+/// The message face. With the cargo feature `redis` the inner service must be
+/// `Clone + Send + 'static`: a message whose per-user check waits for Redis carries the
+/// service that was polled ready in its future (a clone takes its place), as tower-http's
+/// asynchronous authorization does.
+#[cfg(feature = "redis")]
+impl<S> Service<WsRequest> for MessageRateLimit<S>
+where
+    S: Service<WsRequest, Response = WsResponse> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = WsResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: WsRequest) -> Self::Future {
+        match self.decide(&request) {
+            Decision::Call => ResponseFuture::inner(self.inner.call(request)),
+            Decision::Answer(answer) => answer.into_future(),
+            Decision::Ask(ask) => self.ask(ask, request),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<S> MessageRateLimit<S>
+where
+    S: Service<WsRequest, Response = WsResponse> + Clone + Send + 'static,
+{
+    /// A response future that waits for Redis's verdict, then calls the inner service or
+    /// answers as the in-process check would (escalation included).
+    fn ask(&mut self, ask: Box<Ask>, request: WsRequest) -> ResponseFuture<S::Future> {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let escalation = self.connection.escalation().clone();
+        ResponseFuture::waiting(Box::pin(async move {
+            let verdict = ask.run(&shared.counters).await;
+            match verdict {
+                Verdict::Allowed => {
+                    shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
+                    MessageStep::Call(inner.call(request))
+                }
+                Verdict::Refused(refused, quota) => {
+                    let now = shared.clock.monotonic_nanos();
+                    MessageStep::Answer(
+                        shared
+                            .violation(
+                                &escalation,
+                                request.connection().id(),
+                                request.connection().identity(),
+                                refused,
+                                quota,
+                                now,
+                            )
+                            .map_err(|error| Box::new(error) as BoxError),
+                    )
+                }
+                Verdict::Unavailable(retry_after) => MessageStep::Answer(Err(Box::new(
+                    unavailable(request.connection().id(), retry_after),
+                ))),
             }
-            Err((refused, quota)) => match self.violation(&request, refused, quota, now) {
-                Ok(response) => ResponseFuture::respond(response),
-                Err(error) => ResponseFuture::rejected(error),
-            },
-        }
+        }))
     }
 }
 

@@ -123,3 +123,9 @@ pub async fn closed(client: &mut Client) -> (u16, String) {
 pub async fn send_json(client: &mut Client, value: Value) {
     client.send(Message::text(value.to_string())).await.unwrap();
 }
+
+// Each test binary uses some of these, none all.
+#[allow(unused_imports)]
+pub use external::{RedisServer, external_required, find_program};
+
+mod external;
