@@ -71,6 +71,13 @@
 //!   `tonic::Status`. [`JwtAuthLayer`] needs no feature to guard a tonic server, nor
 //!   [`SanitizeLayer::sanitize`] to check the fields of a decoded message.
 
+// No panic that input can reach: errors are typed and lookups checked (tests may unwrap;
+// `unsafe_code` is forbidden in Cargo.toml).
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -428,12 +428,11 @@ impl Frames {
                 pos += take;
                 self.remaining -= take as u64;
             } else if self.held == 0 && left >= HEADER {
-                let length = u32::from_be_bytes([
-                    data[pos + 1],
-                    data[pos + 2],
-                    data[pos + 3],
-                    data[pos + 4],
-                ]);
+                let mut prefix = [0; HEADER - 1];
+                if let Some(bytes) = data.get(pos + 1..pos + HEADER) {
+                    prefix.copy_from_slice(bytes);
+                }
+                let length = u32::from_be_bytes(prefix);
                 let pass = match admit(length) {
                     Ok(pass) => pass,
                     Err(status) => {
@@ -452,7 +451,12 @@ impl Frames {
                 // A header split across chunks: hold its bytes until it is whole.
                 flush(out, start, pos);
                 let take = (HEADER - self.held).min(left);
-                self.header[self.held..self.held + take].copy_from_slice(&data[pos..pos + take]);
+                if let (Some(to), Some(from)) = (
+                    self.header.get_mut(self.held..self.held + take),
+                    data.get(pos..pos + take),
+                ) {
+                    to.copy_from_slice(from);
+                }
                 self.held += take;
                 pos += take;
                 start = pos;

@@ -174,6 +174,10 @@ impl Html {
     }
 
     /// The pre-pass (see the module docs).
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "every index is below `bytes.len()`, checked by the loop condition"
+    )]
     pub(crate) fn prepare(&self, text: &str) -> Result<Prepared, GuardError> {
         if text.contains([LT, AMP]) {
             return Err(noncharacter());
@@ -257,6 +261,10 @@ impl Html {
     /// or misnested tag is text the user typed (`a <b and c> d`, `use </p> to close`), and
     /// keeping it out of the parser's hands also keeps html5ever from re-opening formatting
     /// elements over and over (its adoption agency and reconstruction are quadratic).
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "`open` holds indices of `found`, which only grows"
+    )]
     fn markup(&self, text: &str) -> Result<Vec<Markup>, GuardError> {
         let mut found: Vec<(Tag<'_>, bool)> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
@@ -356,6 +364,10 @@ struct Tag<'a> {
 /// Parses `<name …>` or `</name …>` at `at`, the way an HTML tokenizer would: attribute
 /// values may be quoted, and a quote only opens a value after `=`. `None` when `<` does not
 /// start a tag or the tag is never closed.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "every index is below `bytes.len()`, checked by the loop condition"
+)]
 fn parse_tag(text: &str, at: usize) -> Option<Tag<'_>> {
     let bytes = text.as_bytes();
     let mut i = at + 1;
@@ -578,9 +590,9 @@ fn decode_reference(bytes: &[u8], at: usize) -> Option<(char, usize)> {
     {
         return None;
     }
-    let rest = &bytes[at + 1..bytes.len().min(at + 12)];
+    let rest = bytes.get(at + 1..bytes.len().min(at + 12))?;
     let end = rest.iter().position(|&b| b == b';')?;
-    let body = &rest[..end];
+    let body = rest.get(..end)?;
     let len = end + 2;
     let c = match body {
         b"amp" => '&',
@@ -617,7 +629,10 @@ fn numeric(digits: &str, radix: u32) -> char {
         return '\u{FFFD}';
     };
     match n {
-        0x80..=0x9F => WINDOWS_1252[(n - 0x80) as usize],
+        0x80..=0x9F => WINDOWS_1252
+            .get((n - 0x80) as usize)
+            .copied()
+            .unwrap_or('\u{FFFD}'),
         0 => '\u{FFFD}',
         n => char::from_u32(n).unwrap_or('\u{FFFD}'),
     }

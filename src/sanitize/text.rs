@@ -135,6 +135,10 @@ impl CharRules {
 }
 
 /// What each byte becomes when escaped, padded to 8 bytes, and how long it really is.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "const evaluation: `b` stays below 256"
+)]
 const ESCAPED: [([u8; 8], u8); 256] = {
     let mut table = [([0u8; 8], 1u8); 256];
     let mut b = 0;
@@ -151,6 +155,7 @@ const ESCAPED: [([u8; 8], u8); 256] = {
 };
 
 /// Escapes `& < > " '` as HTML entities, each exactly once; everything else is kept.
+#[expect(clippy::indexing_slicing, reason = "a byte indexes a 256-entry table")]
 pub(crate) fn escape(text: &str) -> String {
     let bytes = text.as_bytes();
     let total: usize = bytes
