@@ -139,6 +139,9 @@ pub use self::layer::{
     RateLimitStats,
 };
 pub use self::redis_config::{BreakerConfig, OnRedisError, RedisConfig, RedisUrl};
-pub(crate) use self::service::{Checked, unavailable};
+#[cfg(feature = "tonic")]
+pub(crate) use self::service::Checked;
+#[cfg(all(feature = "tonic", feature = "redis"))]
+pub(crate) use self::service::unavailable;
 pub use self::service::{ConnectionPermit, MessageRateLimit};
 pub use crate::future::{HandshakeFuture, ResponseFuture};
