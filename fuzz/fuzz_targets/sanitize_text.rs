@@ -1,0 +1,84 @@
+//! The sanitizer on arbitrary text, in every mode: no panic, only documented rejections,
+//! and what it lets through holds each mode's promise.
+
+#![no_main]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_ws_guard::sanitize::{SanitizeConfig, SanitizeMode};
+use tower_ws_guard::{Connection, Message, SanitizeLayer, WsRequest, WsResponse};
+
+fn layers() -> &'static [(SanitizeMode, SanitizeLayer)] {
+    static LAYERS: OnceLock<Vec<(SanitizeMode, SanitizeLayer)>> = OnceLock::new();
+    LAYERS.get_or_init(|| {
+        [
+            SanitizeMode::Escape,
+            SanitizeMode::Clean,
+            SanitizeMode::Strip,
+            SanitizeMode::Reject,
+        ]
+        .into_iter()
+        .map(|mode| {
+            let config = SanitizeConfig::default().mode(mode);
+            (mode, SanitizeLayer::from_config(&config).expect("a valid config"))
+        })
+        .collect()
+    })
+}
+
+/// Sanitizes `text` with `layer`: the text that came out, or the rejection's code.
+pub fn run(layer: &SanitizeLayer, text: &str) -> Result<String, &'static str> {
+    let mut service = layer.layer(service_fn(|request: WsRequest| async move {
+        Ok::<_, std::convert::Infallible>(WsResponse::message(request.into_message()))
+    }));
+    let request = WsRequest::new(Message::text(text), Connection::new(None, Default::default()));
+    let result = common::block_on(async {
+        let ready = ServiceExt::<WsRequest>::ready(&mut service).await?;
+        ready.call(request).await
+    });
+    match result {
+        Ok(response) => match response.messages() {
+            [Message::Text(text)] => Ok(text.to_string()),
+            other => panic!("one text message expected, got {other:?}"),
+        },
+        Err(error) => {
+            common::documented(&error);
+            Err(error
+                .downcast_ref::<tower_ws_guard::GuardError>()
+                .map_or("?", |e| e.code()))
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let (mode, layer) = &layers()[usize::from(selector) % layers().len()];
+    let Ok(output) = run(layer, &text) else {
+        return;
+    };
+    match mode {
+        SanitizeMode::Escape | SanitizeMode::Strip => {
+            assert!(
+                !output.contains(['<', '>', '"', '\'']),
+                "{mode:?} let markup through: {text:?} -> {output:?}"
+            );
+        }
+        SanitizeMode::Reject => assert_eq!(output, text, "reject mode altered text"),
+        _ => {}
+    }
+    // What a mode lets through, it lets through again unchanged (idempotence).
+    if !matches!(mode, SanitizeMode::Reject) {
+        assert_eq!(
+            run(layer, &output).as_deref(),
+            Ok(output.as_str()),
+            "{mode:?} is not idempotent on {text:?}"
+        );
+    }
+});
