@@ -168,14 +168,17 @@ impl Connection {
     /// A connection carrying the handshake request's `extensions`.
     ///
     /// An [`Identity`] among the extensions becomes the connection's identity, and a
-    /// [`Deadline`] its deadline.
+    /// [`Deadline`] its deadline: both are taken out of the extensions, since in-band
+    /// authentication changes them later ([`identity`](Self::identity) and
+    /// [`deadline`](Self::deadline) are always current).
     #[must_use]
-    pub fn new(peer_addr: Option<SocketAddr>, extensions: http::Extensions) -> Self {
+    pub fn new(peer_addr: Option<SocketAddr>, mut extensions: http::Extensions) -> Self {
         let identity = OnceLock::new();
-        if let Some(found) = extensions.get::<Identity>() {
-            let _ = identity.set(found.clone());
+        if let Some(found) = extensions.remove::<Identity>() {
+            let _ = identity.set(found);
         }
-        let deadline = Mutex::new(extensions.get::<Deadline>().cloned());
+        let deadline = Mutex::new(extensions.remove::<Deadline>());
+        let extensions = compact(extensions);
         Self {
             inner: Arc::new(Inner {
                 id: ConnectionId::next(),
@@ -201,7 +204,8 @@ impl Connection {
         self.inner.peer_addr
     }
 
-    /// The handshake request's extensions.
+    /// The handshake request's extensions, but for the [`Identity`] and the [`Deadline`]
+    /// (see [`identity`](Self::identity) and [`deadline`](Self::deadline)).
     #[must_use]
     pub fn extensions(&self) -> &http::Extensions {
         &self.inner.extensions
@@ -271,17 +275,35 @@ impl Connection {
                 changed.await;
                 continue;
             };
-            // Boxed: armed once per deadline, so an idle connection's driver stays small.
-            let mut passed = Box::pin(async move {
-                current.wait().await;
-                current.error().clone()
-            });
+            // Boxed: armed once per deadline, so a connection without one holds no timer.
+            // It holds the moment only; the rejection stays in the connection.
+            let Deadline { at, clock, .. } = current;
+            let mut passed = Box::pin(async move { clock.sleep_until(at).await });
             tokio::select! {
-                error = &mut passed => return error,
+                () = &mut passed => {
+                    if let Some(current) = self.deadline().filter(|current| current.at == at) {
+                        return current.error;
+                    }
+                    // Moved meanwhile (and `changed` notified): arm the new one.
+                }
                 () = changed => {}
             }
         }
     }
+}
+
+/// The same extensions in a table sized to them: they are held for the connection's life,
+/// and neither a removal nor a clone shrinks a table (a typical upgrade leaves five of
+/// eight, which then fit in half the space). `Extensions::extend` into an empty set keeps
+/// the other's table, so the new one starts with a placeholder.
+fn compact(extensions: http::Extensions) -> http::Extensions {
+    #[derive(Clone)]
+    struct Placeholder;
+    let mut compact = http::Extensions::new();
+    compact.insert(Placeholder);
+    compact.extend(extensions);
+    compact.remove::<Placeholder>();
+    compact
 }
 
 impl fmt::Debug for Connection {
