@@ -7,6 +7,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// Close codes used by this crate.
 ///
@@ -39,35 +40,34 @@ pub mod close_code {
     pub const RATE_LIMITED: u16 = 4429;
 }
 
-/// UTF-8 text backed by [`Bytes`]: cheap to clone, always valid UTF-8.
+/// UTF-8 text backed by [`Bytes`]: cheap to clone, always valid UTF-8, checked once when
+/// it is made (reading it as a `&str` costs nothing).
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Utf8Bytes(Bytes);
+pub struct Utf8Bytes(ByteString);
 
 impl Utf8Bytes {
     /// Text from a static string, without copying.
     #[must_use]
     pub const fn from_static(text: &'static str) -> Self {
-        Self(Bytes::from_static(text.as_bytes()))
+        Self(ByteString::from_static(text))
     }
 
     /// The text as a string slice.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        // The invariant of this type: the bytes are valid UTF-8. `from_utf8` on valid input
-        // cannot fail; the fallback only exists so that no `unsafe` is needed.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 
     /// The underlying bytes.
     #[must_use]
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// Consumes the text and returns its bytes.
     #[must_use]
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
     }
 }
 
@@ -99,13 +99,13 @@ impl fmt::Display for Utf8Bytes {
 
 impl From<String> for Utf8Bytes {
     fn from(text: String) -> Self {
-        Self(Bytes::from(text))
+        Self(ByteString::from(text))
     }
 }
 
 impl From<&str> for Utf8Bytes {
     fn from(text: &str) -> Self {
-        Self(Bytes::copy_from_slice(text.as_bytes()))
+        Self(ByteString::from(text))
     }
 }
 
@@ -113,14 +113,13 @@ impl TryFrom<Bytes> for Utf8Bytes {
     type Error = std::str::Utf8Error;
 
     fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(Self(bytes))
+        ByteString::try_from(bytes).map(Self)
     }
 }
 
 impl From<Utf8Bytes> for Bytes {
     fn from(text: Utf8Bytes) -> Self {
-        text.0
+        text.0.into_bytes()
     }
 }
 
@@ -161,7 +160,7 @@ impl CloseFrame {
             while !reason.is_char_boundary(end) {
                 end -= 1;
             }
-            Utf8Bytes(reason.0.slice(..end))
+            Utf8Bytes(reason.0.slice_ref(reason.get(..end).unwrap_or_default()))
         };
         Self { code, reason }
     }
