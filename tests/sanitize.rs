@@ -423,6 +423,32 @@ async fn text_checks_have_documented_defaults_and_policies() {
         text(&small, "abcde").await.unwrap_err(),
         "message_too_large"
     );
+
+    // A reference in an attribute value is decoded by html5ever, not by the pre-pass: what
+    // it decodes to meets the same rules (found by the sanitize_text fuzz target).
+    let clean = config(SanitizeMode::Clean);
+    for smuggled in [
+        r#"<a href="java&#x04;script:alert(1)">click</a>"#,
+        r#"<a href="x" title="&#x202E;txt">click</a>"#,
+        r#"<a href="x" title="zero&#x200B;width">click</a>"#,
+    ] {
+        assert_eq!(
+            text(&clean, smuggled).await.unwrap_err(),
+            "invalid_message",
+            "{smuggled:?}"
+        );
+    }
+    let stripping = with(|c| {
+        c.mode = SanitizeMode::Clean;
+        c.control = CharPolicy::Strip;
+    });
+    let stripped = text(
+        &stripping,
+        r#"<a href="java&#x04;script:alert(1)">click</a>"#,
+    )
+    .await
+    .unwrap();
+    assert!(!stripped.contains('\u{4}'), "{stripped:?}");
 }
 
 #[tokio::test]

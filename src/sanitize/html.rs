@@ -166,7 +166,20 @@ impl Html {
             // time whatever the input (html5ever is slow on runs of `<` or references).
             return serialize(&checked, Input::Prepared).map(|(serialized, _)| serialized);
         }
-        let cleaned = self.builder.clean(&checked).to_string();
+        let mut cleaned = self.builder.clean(&checked).to_string();
+        if checked.contains('&') {
+            // A reference in an attribute value is decoded by html5ever, not by the
+            // pre-pass (`href="java&#x04;script:…"`): what it decoded to meets the character
+            // policies too. Counting and normalising stay with the text as typed.
+            let policies = CharRules {
+                nfc: false,
+                max_chars: None,
+                ..*rules
+            };
+            if let Cow::Owned(changed) = policies.apply(&cleaned, classes(&cleaned))? {
+                cleaned = changed;
+            }
+        }
         if !prepared.sentinels {
             return Ok(cleaned);
         }
