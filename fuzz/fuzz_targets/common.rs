@@ -35,5 +35,9 @@ pub fn documented(error: &tower_ws_guard::BoxError) {
     let error = error
         .downcast_ref::<tower_ws_guard::GuardError>()
         .unwrap_or_else(|| panic!("not a GuardError: {error}"));
-    assert!(CODES.contains(&error.code()), "undocumented code {}", error.code());
+    assert!(
+        CODES.contains(&error.code()),
+        "undocumented code {}",
+        error.code()
+    );
 }

@@ -52,9 +52,9 @@ fuzz_target!(|data: &[u8]| {
     };
     // Five fields separated by 0xFF: authorization, protocols, cookie, query, origin. A
     // `%T` in any of them stands for a valid token, to reach the decoding paths.
-    let mut fields = rest.split(|&b| b == 0xff).map(|field| {
-        String::from_utf8_lossy(field).replace("%T", valid_token())
-    });
+    let mut fields = rest
+        .split(|&b| b == 0xff)
+        .map(|field| String::from_utf8_lossy(field).replace("%T", valid_token()));
     let mut request = Request::builder().method("GET");
     let (auth, protocols, cookie, query, origin) = (
         fields.next(),

@@ -12,9 +12,7 @@ use std::time::{Duration, SystemTime};
 use http::{Request, Response};
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_ws_guard::{
-    Clock, Connection, GuardConfig, Message, WsRequest, WsResponse,
-};
+use tower_ws_guard::{Clock, Connection, GuardConfig, Message, WsRequest, WsResponse};
 
 const CONFIG: &str = r#"
 [jwt]
@@ -51,7 +49,10 @@ fn token(clock: &Clock, ttl: u64) -> String {
 fuzz_target!(|data: &[u8]| {
     let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let (auth, rate_limit, sanitize) = config().layers().expect("valid layers");
-    let (auth, rate_limit) = (auth.with_clock(clock.clone()), rate_limit.with_clock(clock.clone()));
+    let (auth, rate_limit) = (
+        auth.with_clock(clock.clone()),
+        rate_limit.with_clock(clock.clone()),
+    );
     // The handshake face first: an upgrade without a token is let through in-band.
     let seen = Arc::new(Mutex::new(None));
     let mut handshake = auth.layer(service_fn({
@@ -63,11 +64,17 @@ fuzz_target!(|data: &[u8]| {
     }));
     let response = common::block_on(async {
         let ready = ServiceExt::<Request<()>>::ready(&mut handshake).await?;
-        ready.call(Request::get("/ws").body(()).expect("a request")).await
+        ready
+            .call(Request::get("/ws").body(()).expect("a request"))
+            .await
     })
     .expect("infallible");
     assert_eq!(response.status(), 200);
-    let extensions = seen.lock().expect("not poisoned").take().expect("passed through");
+    let extensions = seen
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .expect("passed through");
     let connection = Connection::new(None, extensions);
     let mut stack = ServiceBuilder::new()
         .layer(auth)
@@ -90,11 +97,13 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
             4 => {
-                let auth = serde_json::json!({"type": "auth", "token": token(&clock, u64::from(*size))});
+                let auth =
+                    serde_json::json!({"type": "auth", "token": token(&clock, u64::from(*size))});
                 Message::text(auth.to_string())
             }
             _ => {
-                let auth = serde_json::json!({"type": "auth", "token": String::from_utf8_lossy(payload)});
+                let auth =
+                    serde_json::json!({"type": "auth", "token": String::from_utf8_lossy(payload)});
                 Message::text(auth.to_string())
             }
         };

@@ -33,8 +33,8 @@ fn layers() -> &'static [(SanitizeMode, SanitizeLayer)] {
     })
 }
 
-/// Sanitizes `text` with `layer`: the text that came out, or the rejection's code.
-pub fn run(layer: &SanitizeLayer, text: &str) -> Result<String, &'static str> {
+/// Sanitizes `text` with `layer`: the text that came out, or the rejection (`code: why`).
+pub fn run(layer: &SanitizeLayer, text: &str) -> Result<String, String> {
     let mut service = layer.layer(service_fn(|request: WsRequest| async move {
         Ok::<_, std::convert::Infallible>(WsResponse::message(request.into_message()))
     }));
@@ -53,9 +53,7 @@ pub fn run(layer: &SanitizeLayer, text: &str) -> Result<String, &'static str> {
         },
         Err(error) => {
             common::documented(&error);
-            Err(error
-                .downcast_ref::<tower_ws_guard::GuardError>()
-                .map_or("?", |e| e.code()))
+            Err(error.to_string())
         }
     }
 }
@@ -91,13 +89,20 @@ fuzz_target!(|data: &[u8]| {
             text,
             "escaping is not reversible on {text:?}"
         ),
-        // Markup cleaned once is clean: cleaning it again changes nothing (escape and strip
-        // encode `&`, so they are not idempotent, by design).
-        SanitizeMode::Clean => assert_eq!(
-            run(layer, &output).as_deref(),
-            Ok(output.as_str()),
-            "clean is not idempotent on {text:?}"
-        ),
+        // Markup cleaned once is clean: cleaning it again changes nothing but line ends
+        // (`&#13;` decodes to a CR, which an HTML parser reads back as LF, as a browser
+        // does). Escape and strip encode `&`, so they are not idempotent, by design.
+        SanitizeMode::Clean => match run(layer, &output) {
+            Ok(again) => assert_eq!(
+                lines(&again),
+                lines(&output),
+                "clean is not idempotent on {text:?}"
+            ),
+            // Cleaning writes a raw `&` in an attribute as `&amp;`: a tag under the cap on
+            // character references can come out over it, and is then refused, as documented.
+            Err(refusal) if refusal.ends_with("too many character references in tags") => {}
+            Err(refusal) => panic!("clean refused its own output ({refusal}) on {text:?}"),
+        },
         _ => {}
     }
 });
@@ -109,4 +114,9 @@ fn unescape(html: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&#x27;", "'")
         .replace("&amp;", "&")
+}
+
+/// Line ends as an HTML parser reads them: CR LF and CR are LF.
+fn lines(html: &str) -> String {
+    html.replace("\r\n", "\n").replace('\r', "\n")
 }
