@@ -37,8 +37,9 @@ impl fmt::Display for ConnectionId {
 
 /// Who is on the other end of a connection, as established by authentication.
 ///
-/// [`JwtAuthLayer`](crate::JwtAuthLayer) puts one in the handshake request's extensions (and
-/// so in the [`Connection`]'s); [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) keys
+/// [`JwtAuthLayer`](crate::JwtAuthLayer) puts one in the handshake request's extensions,
+/// which [`Connection::new`] takes it from (see [`Connection::identity`]);
+/// [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) keys
 /// per-user state by its subject without depending on the auth module.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -271,13 +272,13 @@ impl Connection {
         loop {
             // Registered before reading, so that no change between the two is missed.
             let changed = self.inner.changed.notified();
-            let Some(current) = self.deadline() else {
+            // The moment only: the rejection stays in the connection until it is due.
+            let Some((at, clock)) = self.deadline().map(|current| (current.at, current.clock))
+            else {
                 changed.await;
                 continue;
             };
             // Boxed: armed once per deadline, so a connection without one holds no timer.
-            // It holds the moment only; the rejection stays in the connection.
-            let Deadline { at, clock, .. } = current;
             let mut passed = Box::pin(async move { clock.sleep_until(at).await });
             tokio::select! {
                 () = &mut passed => {
@@ -294,15 +295,19 @@ impl Connection {
 
 /// The same extensions in a table sized to them: they are held for the connection's life,
 /// and neither a removal nor a clone shrinks a table (a typical upgrade leaves five of
-/// eight, which then fit in half the space). `Extensions::extend` into an empty set keeps
-/// the other's table, so the new one starts with a placeholder.
+/// eight, which then fit in half the space). `Extensions::extend` into a set without a
+/// table takes the other's table as it is; into an empty table, it reserves exactly what
+/// it moves in — hence the placeholder, inserted and removed to make that empty table.
 fn compact(extensions: http::Extensions) -> http::Extensions {
     #[derive(Clone)]
     struct Placeholder;
+    if extensions.is_empty() {
+        return http::Extensions::new();
+    }
     let mut compact = http::Extensions::new();
     compact.insert(Placeholder);
-    compact.extend(extensions);
     compact.remove::<Placeholder>();
+    compact.extend(extensions);
     compact
 }
 
@@ -423,5 +428,46 @@ impl WsResponse {
     #[must_use]
     pub fn into_parts(self) -> (Vec<Message>, Option<CloseFrame>) {
         (self.messages, self.close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GuardErrorKind;
+
+    #[test]
+    fn a_connection_takes_identity_and_deadline_out_of_the_extensions_it_keeps() {
+        #[derive(Clone, Debug, PartialEq)]
+        struct Mine(u32);
+        #[derive(Clone, Debug, PartialEq)]
+        struct Other(&'static str);
+        let clock = Clock::manual(SystemTime::UNIX_EPOCH);
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Identity::new("alice"));
+        extensions.insert(Deadline::after(
+            &clock,
+            Duration::from_secs(5),
+            GuardError::new(GuardErrorKind::TokenExpired, "token expired"),
+        ));
+        extensions.insert(Mine(7));
+        extensions.insert(Other("kept"));
+        extensions.insert(42_u64);
+
+        let connection = Connection::new(None, extensions);
+
+        assert_eq!(connection.identity().map(|i| &*i.subject), Some("alice"));
+        assert!(connection.deadline().is_some());
+        let kept = connection.extensions();
+        assert!(kept.get::<Identity>().is_none() && kept.get::<Deadline>().is_none());
+        assert_eq!(kept.get::<Mine>(), Some(&Mine(7)));
+        assert_eq!(kept.get::<Other>(), Some(&Other("kept")));
+        assert_eq!(kept.get::<u64>(), Some(&42));
+        assert_eq!(kept.len(), 3);
+        assert!(
+            Connection::new(None, http::Extensions::new())
+                .extensions()
+                .is_empty()
+        );
     }
 }

@@ -40,8 +40,8 @@ pub mod close_code {
     pub const RATE_LIMITED: u16 = 4429;
 }
 
-/// UTF-8 text backed by [`Bytes`]: cheap to clone, always valid UTF-8, checked once when
-/// it is made (reading it as a `&str` costs nothing).
+/// UTF-8 text in shared [`Bytes`] (a `bytestring::ByteString`): cheap to clone, always
+/// valid UTF-8, checked once when it is made (reading it as a `&str` costs nothing).
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Utf8Bytes(ByteString);
 

@@ -96,8 +96,8 @@ impl TransportError for axum::Error {
     }
 }
 
-/// Extracts the [`Connection`] of an upgrade request: its extensions (verified claims,
-/// [`Identity`](crate::Identity)) and the peer address from `ConnectInfo<SocketAddr>` when
+/// Extracts the [`Connection`] of an upgrade request: its [`Identity`](crate::Identity), its
+/// extensions (the verified claims) and the peer address from `ConnectInfo<SocketAddr>` when
 /// the server was started with `into_make_service_with_connect_info`.
 ///
 /// The connection lives as long as the socket, so it keeps a copy of the extensions minus
