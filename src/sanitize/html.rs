@@ -167,7 +167,7 @@ impl Html {
             return serialize(&checked, Input::Prepared).map(|(serialized, _)| serialized);
         }
         let mut cleaned = self.builder.clean(&checked).to_string();
-        if checked.contains('&') {
+        if prepared.references_in_tags {
             // A reference in an attribute value is decoded by html5ever, not by the
             // pre-pass (`href="java&#x04;script:…"`): what it decoded to meets the character
             // policies too. Counting and normalising stay with the text as typed.
@@ -204,6 +204,7 @@ impl Html {
             decoded: false,
             sentinels: false,
             tags: markup.len(),
+            references_in_tags: false,
         };
         let mut tags = markup.iter().peekable();
         let mut copied = 0; // bytes of `text` already in `out`
@@ -218,6 +219,7 @@ impl Html {
                             // html5ever decodes it inside the value (a decoded `"` or tab
                             // would split the tag); counted, since that path is slow.
                             raw_references += 1;
+                            out.references_in_tags = true;
                             if raw_references > MAX_RAW_REFERENCES {
                                 return Err(invalid(
                                     "too many character references in tags".to_owned(),
@@ -489,6 +491,8 @@ pub(crate) struct Prepared {
     pub(crate) sentinels: bool,
     /// How many tags were left for ammonia.
     pub(crate) tags: usize,
+    /// A tag holds a character reference, which html5ever decodes.
+    pub(crate) references_in_tags: bool,
 }
 
 /// Whether a `<` is followed by a letter or by `/` and a letter anywhere: the only way a
