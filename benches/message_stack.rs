@@ -1,10 +1,15 @@
 //! Per-message cost of the message face: each layer and the full stack on a clean
-//! 100-byte text message, against a bare `service_fn` in the same run.
+//! 100-byte text message, against a bare `service_fn` and against what a user would
+//! otherwise hand-roll in the read loop with the raw dependency (an expiry check on the
+//! wall clock, a governor `check`, a plain escape, `ammonia::clean`), in the same run.
 //!
 //! `cargo bench --bench message_stack`
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::time::Duration;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod support;
 
@@ -12,6 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use support::{bare, call};
 use tower::{Service, ServiceBuilder, service_fn};
 use tower_ws_guard::rate_limit::QuotaConfig;
+use tower_ws_guard::sanitize::{SanitizeConfig, SanitizeMode};
 use tower_ws_guard::{
     Connection, Identity, JwtAuthLayer, Message, MessageRateLimitLayer, SanitizeLayer, WsRequest,
     WsResponse,
@@ -22,6 +28,44 @@ where
     S: Service<WsRequest, Response = WsResponse>,
 {
     c.bench_function(name, |b| b.iter(|| black_box(call(&mut service, request))));
+}
+
+/// The hand-rolled expiry check: the identity's `exp` against the wall clock.
+fn hand_auth(request: WsRequest) -> Ready<Result<WsResponse, &'static str>> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let live = request
+        .connection()
+        .identity()
+        .and_then(|identity| identity.expires_at)
+        .is_some_and(|exp| exp > now);
+    ready(if live {
+        Ok(WsResponse::empty())
+    } else {
+        Err("expired")
+    })
+}
+
+/// A plain HTML escape, as a read loop would write it.
+fn plain_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Passes the sanitized text on, as the layer does.
+fn forward(text: String) -> Ready<Result<WsResponse, Infallible>> {
+    ready(Ok(WsResponse::message(Message::text(text))))
 }
 
 fn message_stack(c: &mut Criterion) {
@@ -58,6 +102,59 @@ fn message_stack(c: &mut Criterion) {
             .service_fn(bare),
         &request,
     );
+    let mut clean = SanitizeConfig::default().mode(SanitizeMode::Clean);
+    clean.max_bytes = 65536;
+    run(
+        c,
+        "sanitize, clean mode",
+        ServiceBuilder::new()
+            .layer(SanitizeLayer::from_config(&clean).unwrap())
+            .service_fn(bare),
+        &request,
+    );
+
+    // What a user would write by hand with the raw dependency, on the same message.
+    run(
+        c,
+        "hand-rolled: expiry check",
+        service_fn(hand_auth),
+        &request,
+    );
+    let governor = governor::RateLimiter::direct(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+    ));
+    run(
+        c,
+        "hand-rolled: governor check",
+        service_fn(|_: WsRequest| {
+            ready(match governor.check() {
+                Ok(()) => Ok(WsResponse::empty()),
+                Err(_) => Err("rate limited"),
+            })
+        }),
+        &request,
+    );
+    run(
+        c,
+        "hand-rolled: plain escape",
+        service_fn(|request: WsRequest| {
+            forward(plain_escape(
+                request.message().as_text().unwrap_or_default(),
+            ))
+        }),
+        &request,
+    );
+    run(
+        c,
+        "hand-rolled: ammonia::clean",
+        service_fn(|request: WsRequest| {
+            forward(ammonia::clean(
+                request.message().as_text().unwrap_or_default(),
+            ))
+        }),
+        &request,
+    );
+
     run(
         c,
         "full stack",
