@@ -495,7 +495,7 @@ fn valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// The app's message face: the JSON protocol of DESIGN.md.
+/// The app's message face: the JSON protocol of the README's "The example chat server".
 fn handle(chat: &Chat, clock: &Clock, request: WsRequest) -> Result<WsResponse, GuardError> {
     let text = match request.message() {
         Message::Text(text) => text,
