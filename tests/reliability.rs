@@ -365,16 +365,18 @@ async fn a_client_that_never_reads_cannot_grow_the_servers_memory() {
     until("all three in the lobby", || chat.connected() == 3).await;
     let content = "z".repeat(8 * 1024);
     let total = 1000; // 8 MB of broadcasts for each member
-    // The sender reads what comes back to it (a client that does not read stalls its own
-    // connection: the driver sends before it reads more).
-    let (mut sending, mut echoes) = sender.split();
-    tokio::spawn(async move { while echoes.next().await.is_some() {} });
+    // The sender waits for its own broadcast before it sends the next one: a client that
+    // keeps up then gets every message (unpaced, the sender can outrun the reader too, and
+    // the reader's capped queue would drop broadcasts for it, as designed: the test hung
+    // on a reader that was short of the total).
+    let mut sender = sender;
     let send = tokio::spawn(async move {
         for _ in 0..total {
             let text = Message::text(say(&content).to_string());
-            sending.send(text).await.unwrap();
+            sender.send(text).await.unwrap();
+            while next_json(&mut sender).await["from"] != "sender" {}
         }
-        sending
+        sender
     });
     let mut received = 0;
     let mut peak = 0;
