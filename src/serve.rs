@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::poll_fn;
-use futures_util::stream::{self, Fuse, Pending};
+use futures_util::stream::{self, Pending};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -138,7 +138,11 @@ impl<S, O> Driver<S, O> {
     }
 
     /// Runs the connection to its end, then drops the service.
-    pub fn run<T, M, E>(self, socket: T, connection: Connection) -> impl Future<Output = Disconnect>
+    pub fn run<T, M, E>(
+        self,
+        mut socket: T,
+        connection: Connection,
+    ) -> impl Future<Output = Disconnect>
     where
         T: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
         <T as Sink<M>>::Error: Into<BoxError>,
@@ -148,85 +152,63 @@ impl<S, O> Driver<S, O> {
         S::Error: Into<BoxError>,
         O: Stream<Item = Message> + Unpin,
     {
+        // Not an `async fn`, which would hold `self` beside the parts moved out of it: the
+        // block below holds each part once, in place. Every path that runs for a while (a
+        // message in flight, the close handshake) is boxed, so an idle connection holds
+        // only the wait for traffic.
+        let Self {
+            mut service,
+            outbound,
+            close_timeout,
+            send_timeout,
+        } = self;
         let limits = Limits {
-            close: self.close_timeout,
-            send: self.send_timeout,
+            close: close_timeout,
+            send: send_timeout,
         };
-        drive(
-            self.service,
-            self.outbound.fuse(),
-            socket,
-            connection,
-            limits,
-        )
-    }
-}
-
-/// The driver's loop. An `async move` block, not an `async fn`, whose parameters would be
-/// held twice (as arguments and as the locals they are bound to): the block holds each
-/// once, in place. Every path that runs for a while (a message in flight, the close
-/// handshake) is boxed, so an idle connection holds only the wait for traffic.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn holds its parameters twice"
-)]
-fn drive<S, O, T, M, E>(
-    mut service: S,
-    mut outbound: Fuse<O>,
-    mut socket: T,
-    connection: Connection,
-    limits: Limits,
-) -> impl Future<Output = Disconnect>
-where
-    T: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
-    <T as Sink<M>>::Error: Into<BoxError>,
-    M: Into<Message> + From<Message>,
-    E: TransportError,
-    S: Service<WsRequest, Response = WsResponse>,
-    S::Error: Into<BoxError>,
-    O: Stream<Item = Message> + Unpin,
-{
-    async move {
-        // One timer for the connection's life, polled both while waiting for traffic and while
-        // sending: an idle connection holds a single one.
-        let mut expiry = std::pin::pin!(connection.deadline_passed());
-        let disconnect = loop {
-            let step = tokio::select! {
-                error = expiry.as_mut() => {
-                    tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
-                    Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
-                }
-                item = socket.next() => {
-                    match classify(item) {
-                        Inbound::Message(message) => {
-                            let request = WsRequest::new(message, connection.clone());
-                            Box::pin(async {
-                                let reply = dispatch(&mut service, request, &connection).await;
-                                send_reply(&mut socket, reply, limits, expiry.as_mut()).await
-                            })
-                            .await
-                        }
-                        Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
+        let mut outbound = outbound.fuse();
+        async move {
+            // One timer for the connection's life, polled both while waiting for traffic and while
+            // sending: an idle connection holds a single one.
+            let mut expiry = std::pin::pin!(connection.deadline_passed());
+            let disconnect = loop {
+                let step = tokio::select! {
+                    error = expiry.as_mut() => {
+                        tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
+                        Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
                     }
-                }
-                Some(message) = outbound.next() => {
-                    let reply = match message {
-                        Message::Close(frame) => Reply {
-                            messages: Vec::new(),
-                            close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
-                        },
-                        message => Reply { messages: vec![message], close: None },
-                    };
-                    Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
+                    item = socket.next() => {
+                        match classify(item) {
+                            Inbound::Message(message) => {
+                                let request = WsRequest::new(message, connection.clone());
+                                Box::pin(async {
+                                    let reply = dispatch(&mut service, request, &connection).await;
+                                    send_reply(&mut socket, reply, limits, expiry.as_mut()).await
+                                })
+                                .await
+                            }
+                            Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
+                        }
+                    }
+                    Some(message) = outbound.next() => {
+                        let reply = match message {
+                            Message::Close(frame) => Reply {
+                                messages: Vec::new(),
+                                close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
+                            },
+                            message => Reply { messages: vec![message], close: None },
+                        };
+                        Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
+                    }
+                };
+                if let Some(disconnect) = step {
+                    break disconnect;
                 }
             };
-            if let Some(disconnect) = step {
-                break disconnect;
-            }
-        };
-        tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
-        drop(service);
-        disconnect
+            tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
+            drop(service);
+            disconnect
+        }
     }
 }
 
