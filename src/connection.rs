@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::error::GuardError;
+use crate::error::{GuardError, GuardErrorKind};
 use crate::message::{CloseFrame, Message};
 
 /// A process-unique connection id.
@@ -144,6 +144,18 @@ impl Deadline {
     }
 }
 
+/// A check a layer's handshake face leaves for an identity the handshake did not have: the
+/// connection runs it when the identity arrives (in-band authentication, or an
+/// authentication layer inside that face), before the identity takes effect.
+pub(crate) trait Admit: Send + Sync + 'static {
+    /// Accepts `identity` for this connection, or says why not (a closing rejection).
+    fn admit(&self, identity: &Identity) -> Result<(), GuardError>;
+}
+
+/// An [`Admit`] travelling in the handshake request's extensions to [`Connection::new`].
+#[derive(Clone)]
+pub(crate) struct Admission(pub(crate) Arc<dyn Admit>);
+
 /// A WebSocket connection: its id, peer, the handshake's extensions and when it opened.
 ///
 /// Cheap to clone (one `Arc`). Built by the integration that accepted the socket, from the
@@ -160,6 +172,8 @@ struct Inner {
     extensions: http::Extensions,
     connected_at: SystemTime,
     identity: OnceLock<Identity>,
+    /// What must accept an identity set later (see [`Admit`]).
+    admission: Option<Admission>,
     deadline: Mutex<Option<Deadline>>,
     /// Woken when the identity or the deadline changes.
     changed: Notify,
@@ -172,13 +186,24 @@ impl Connection {
     /// [`Deadline`] its deadline: both are taken out of the extensions, since in-band
     /// authentication changes them later ([`identity`](Self::identity) and
     /// [`deadline`](Self::deadline) are always current).
+    ///
+    /// A layer whose handshake face ran before the identity was known (a
+    /// [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) outside the authentication
+    /// layer, counting a user's open connections) checks it here; if it refuses, the
+    /// deadline is already passed with its rejection, and the driver closes at once.
     #[must_use]
     pub fn new(peer_addr: Option<SocketAddr>, mut extensions: http::Extensions) -> Self {
+        let mut admission = extensions.remove::<Admission>();
+        let mut deadline = extensions.remove::<Deadline>();
         let identity = OnceLock::new();
         if let Some(found) = extensions.remove::<Identity>() {
+            if let Some(Admission(admit)) = admission.take()
+                && let Err(error) = admit.admit(&found)
+            {
+                deadline = Some(Deadline::after(&Clock::system(), Duration::ZERO, error));
+            }
             let _ = identity.set(found);
         }
-        let deadline = Mutex::new(extensions.remove::<Deadline>());
         let extensions = compact(extensions);
         Self {
             inner: Arc::new(Inner {
@@ -187,7 +212,8 @@ impl Connection {
                 extensions,
                 connected_at: SystemTime::now(),
                 identity,
-                deadline,
+                admission,
+                deadline: Mutex::new(deadline),
                 changed: Notify::new(),
             }),
         }
@@ -227,10 +253,22 @@ impl Connection {
     /// Records the identity established after the handshake (in-band authentication).
     ///
     /// # Errors
-    /// The connection already has an identity; it is returned unchanged. An identity never
-    /// changes during a connection.
-    pub fn set_identity(&self, identity: Identity) -> Result<(), Identity> {
-        self.inner.identity.set(identity)?;
+    /// A closing rejection, and the identity is not set:
+    /// - the connection already has an identity (4401 "already authenticated"): an
+    ///   identity never changes during a connection;
+    /// - a layer's handshake face refuses it: a
+    ///   [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) whose cap on one user's
+    ///   open connections is reached (4429 "too many open connections").
+    pub fn set_identity(&self, identity: Identity) -> Result<(), GuardError> {
+        let already =
+            || GuardError::new(GuardErrorKind::Unauthenticated, "already authenticated").closing();
+        if self.identity().is_some() {
+            return Err(already());
+        }
+        if let Some(Admission(admit)) = &self.inner.admission {
+            admit.admit(&identity)?;
+        }
+        self.inner.identity.set(identity).map_err(|_| already())?;
         self.inner.changed.notify_waiters();
         Ok(())
     }
@@ -434,7 +472,6 @@ impl WsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::GuardErrorKind;
 
     #[test]
     fn a_connection_takes_identity_and_deadline_out_of_the_extensions_it_keeps() {

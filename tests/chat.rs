@@ -145,20 +145,40 @@ async fn in_band_clients_cannot_flood_before_or_while_authenticating() {
 async fn the_per_user_connection_cap_holds_for_in_band_identities_too() {
     let server =
         Server::start_with(|guard| guard.rate_limit.handshake.max_connections_per_user = 2).await;
-    let _first = server.join("alice").await;
-    let _second = server.join("alice").await;
+    let first = server.join("alice").await;
+    let mut second = server.join("alice").await;
+    // Limited outside and inside authentication, each connection is one place, not two.
+    send_json(&mut second, say("second tab")).await;
+    assert_eq!(next_json(&mut second).await["content"], "second tab");
+    let mut bob = server.join("bob").await;
     let mut third = anonymous(&server).await;
     send_json(
         &mut third,
         json!({"type": "auth", "token": server.token("alice", 600)}),
     )
     .await;
-    assert_eq!(next_json(&mut third).await["type"], "auth_ok");
-    send_json(&mut third, say("a third tab")).await;
     assert_eq!(
         closed(&mut third).await,
-        (4429, "too many open connections".to_owned())
+        (4429, "too many open connections".to_owned()),
+        "refused at its `auth`: no auth_ok, no room"
     );
+    send_json(&mut bob, say("after the refusal")).await;
+    assert_eq!(next_json(&mut bob).await["content"], "after the refusal");
+
+    // A place freed is taken in-band, and that connection counts against the header path.
+    drop(first);
+    wait_for(|| server.chat.connected() == 2).await;
+    let mut in_band = anonymous(&server).await;
+    send_json(
+        &mut in_band,
+        json!({"type": "auth", "token": server.token("alice", 600)}),
+    )
+    .await;
+    assert_eq!(next_json(&mut in_band).await["type"], "auth_ok");
+    let bearer = format!("Bearer {}", server.token("alice", 600));
+    let response = refused(server.addr, "/ws", &[("authorization", &bearer)]).await;
+    assert_eq!(response.status(), 429);
+    drop(in_band);
 }
 
 #[tokio::test]

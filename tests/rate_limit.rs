@@ -661,6 +661,66 @@ mod handshake {
         );
     }
 
+    #[tokio::test]
+    async fn outside_authentication_alone_the_connection_counts_its_user_when_it_opens() {
+        use tower::ServiceBuilder;
+        use tower_ws_guard::JwtAuthLayer;
+        let harness = Harness::new(|c| c.handshake.max_connections_per_user = 1);
+        let service = ServiceBuilder::new()
+            .layer(harness.layer.clone())
+            .layer(JwtAuthLayer::hs256(crate::support::SECRET).unwrap())
+            .service(service_fn(|request: Request<()>| async move {
+                // The upgraded connection, from the handshake's extensions, as an
+                // integration builds it.
+                let connection = Connection::new(None, request.extensions().clone());
+                let mut response = Response::new(());
+                response.extensions_mut().insert(connection);
+                Ok::<_, Infallible>(response)
+            }));
+        let bearer = format!(
+            "Bearer {}",
+            crate::support::token(
+                crate::support::SECRET,
+                &serde_json::json!({"sub": "alice", "exp": 4_000_000_000u64}),
+            )
+        );
+        let open = || async {
+            let response = service
+                .clone()
+                .oneshot(request(
+                    "198.51.100.7:1",
+                    None,
+                    &[("authorization", &bearer)],
+                ))
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "the user is not known yet"
+            );
+            response.extensions().get::<Connection>().unwrap().clone()
+        };
+        let first = open().await;
+        assert!(
+            !first.deadline().unwrap().passed(),
+            "open until its token expires"
+        );
+        let second = open().await;
+        let deadline = second.deadline().unwrap();
+        assert!(deadline.passed(), "over the cap: closed as soon as it runs");
+        let frame = deadline.error().to_close_frame();
+        assert_eq!(
+            (frame.code, &*frame.reason),
+            (4429, "too many open connections")
+        );
+        drop((first, second));
+        assert!(
+            !open().await.deadline().unwrap().passed(),
+            "released on drop"
+        );
+    }
+
     #[test]
     fn a_bad_trusted_proxy_is_a_config_error() {
         let mut config = RateLimitConfig::default();

@@ -446,15 +446,9 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
             .map_err(|reason| GuardError::new(GuardErrorKind::Forbidden, reason).closing())?;
         let fresh = identity_of(&claims);
         match connection.identity() {
-            None => {
-                let identity = fresh;
-                if connection.set_identity(identity).is_err() {
-                    return Err(refused(
-                        GuardErrorKind::Unauthenticated,
-                        "already authenticated",
-                    ));
-                }
-            }
+            // Refused when another request set one meanwhile, or over a user's cap on
+            // open connections (the rate limiter's handshake face left that check).
+            None => connection.set_identity(fresh)?,
             Some(identity) if identity.same_user(&fresh) => {}
             Some(_) => {
                 return Err(refused(

@@ -168,7 +168,9 @@ impl Default for OnExceed {
 pub struct HandshakeLimits {
     /// Connection attempts per client IP (default 30 per 60 s, burst 30).
     pub attempts_per_ip: QuotaConfig,
-    /// Open connections per user (default 10; 0 is no limit).
+    /// Open connections per user (default 10; 0 is no limit). A user known at the
+    /// handshake over it gets a 429; one who authenticates later (in-band, or in an
+    /// authentication layer inside this one) is refused then, with close 4429.
     pub max_connections_per_user: usize,
     /// Open connections per client IP (default 100; 0 is no limit).
     pub max_connections_per_ip: usize,

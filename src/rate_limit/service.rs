@@ -1,6 +1,6 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use super::layer::{ExceedAction, OpenConnections, Shared};
 #[cfg(feature = "redis")]
 use super::redis::{Ask, Local, RemoteUser, Verdict};
 use super::store::UserShare;
-use crate::connection::{ConnectionId, Identity, WsRequest, WsResponse};
+use crate::connection::{Admission, Admit, ConnectionId, Identity, WsRequest, WsResponse};
 use crate::error::{
     BoxError, GuardError, GuardErrorKind, grpc_status, insert_grpc_retry_after, is_grpc,
 };
@@ -42,7 +42,8 @@ struct ConnectionState {
     /// The user's share, once the connection has an identity.
     user: Option<UserSlot>,
     /// The connection's place in the per-user connection count, when its identity came
-    /// in-band (after the handshake face counted it).
+    /// after the handshake face and the face left no admission to count it (it did not run
+    /// for this connection).
     user_permit: Option<ConnectionPermit>,
     /// Violations so far, made at the first one (or the first Redis check, whose future
     /// may count one after `call` returned).
@@ -329,8 +330,9 @@ pub(crate) fn unavailable(connection: ConnectionId, retry_after: Option<Duration
 }
 
 impl<S> MessageRateLimit<S> {
-    /// An identity that arrived in-band was not seen by the handshake face: count the
-    /// connection against the per-user cap now, once, or close it (4429).
+    /// An identity the handshake face did not see, and no admission it left has counted
+    /// (the face did not run for this connection): count the connection against the
+    /// per-user cap now, once, or close it (4429).
     fn count_in_band_user(&mut self, request: &WsRequest) -> Result<(), GuardError> {
         let shared = &*self.shared;
         if shared.max_per_user == 0
@@ -357,15 +359,13 @@ impl<S> MessageRateLimit<S> {
             drop(open);
             shared.counters.closed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(connection = %request.connection().id(), user = %identity.subject, "too many open connections");
-            return Err(
-                GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing(),
-            );
+            return Err(too_many_open_connections());
         }
         *count += 1;
         drop(open);
         self.connection.user_permit = Some(ConnectionPermit(Arc::new(PermitInner {
             open: shared.open.clone(),
-            user: Some(key),
+            user: OnceLock::from(key),
             ip: None,
             earlier: None,
         })));
@@ -479,7 +479,7 @@ pub struct ConnectionPermit(Arc<PermitInner>);
 impl ConnectionPermit {
     /// Whether this permit, or one it holds, counts a user.
     fn counts_a_user(&self) -> bool {
-        self.0.user.is_some()
+        self.0.user.get().is_some()
             || self
                 .0
                 .earlier
@@ -491,7 +491,9 @@ impl ConnectionPermit {
 #[derive(Debug)]
 struct PermitInner {
     open: Arc<Mutex<OpenConnections>>,
-    user: Option<Arc<str>>,
+    /// The user counted, set at the handshake or, when the identity came later, by
+    /// [`AdmitUser`] (under the `open` lock).
+    user: OnceLock<Arc<str>>,
     ip: Option<IpAddr>,
     /// The permit of an outer pass, held as long as this one.
     #[allow(dead_code)]
@@ -501,7 +503,7 @@ struct PermitInner {
 impl Drop for PermitInner {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(user) = &self.user
+        if let Some(user) = self.user.get()
             && let Some(count) = open.per_user.get_mut(user)
         {
             *count -= 1;
@@ -518,6 +520,40 @@ impl Drop for PermitInner {
             }
         }
     }
+}
+
+/// Counts an identity that came after the handshake against the per-user cap, in the
+/// permit the handshake face gave the connection.
+struct AdmitUser {
+    permit: ConnectionPermit,
+    shared: Arc<Shared>,
+}
+
+impl Admit for AdmitUser {
+    fn admit(&self, identity: &Identity) -> Result<(), GuardError> {
+        let shared = &*self.shared;
+        let key = identity.user_key();
+        let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.permit.counts_a_user() {
+            return Ok(());
+        }
+        let count = open.per_user.get(&key).copied().unwrap_or(0);
+        if count >= shared.max_per_user {
+            drop(open);
+            shared.counters.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(user = %identity.subject, "too many open connections");
+            return Err(too_many_open_connections());
+        }
+        *open.per_user.entry(key.clone()).or_default() += 1;
+        // Under the lock, so the permit's drop takes back exactly what was counted.
+        let _ = self.permit.0.user.set(key);
+        Ok(())
+    }
+}
+
+/// The rejection of a user's connection over the cap, once the connection is open.
+fn too_many_open_connections() -> GuardError {
+    GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing()
 }
 
 /// The peer address the integration recorded: the crate's [`PeerAddr`], or axum's
@@ -574,7 +610,7 @@ where
             .filter(|_| {
                 earlier
                     .as_ref()
-                    .is_none_or(|permit| permit.0.user.is_none())
+                    .is_none_or(|permit| permit.0.user.get().is_none())
             });
         {
             let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
@@ -598,14 +634,26 @@ where
                 *open.per_ip.entry(ip).or_default() += 1;
             }
         }
-        request
-            .extensions_mut()
-            .insert(ConnectionPermit(Arc::new(PermitInner {
-                open: shared.open.clone(),
-                user,
-                ip,
-                earlier,
+        let counts_user = user.is_some();
+        let permit = ConnectionPermit(Arc::new(PermitInner {
+            open: shared.open.clone(),
+            user: user.map(OnceLock::from).unwrap_or_default(),
+            ip,
+            earlier,
+        }));
+        let extensions = request.extensions_mut();
+        if counts_user {
+            // Counted here: an outer pass's admission has nothing left to count.
+            extensions.remove::<Admission>();
+        } else if shared.max_per_user > 0 && extensions.get::<Identity>().is_none() {
+            // No identity yet (in-band authentication, or authentication further in): the
+            // connection counts the user when one arrives, and refuses it over the cap.
+            extensions.insert(Admission(Arc::new(AdmitUser {
+                permit: permit.clone(),
+                shared: self.shared.clone(),
             })));
+        }
+        extensions.insert(permit);
         HandshakeFuture::inner(self.inner.call(request))
     }
 }
