@@ -122,7 +122,18 @@ impl Deadline {
     /// A deadline at a wall-clock time in Unix seconds (a JWT `exp`) on `clock`.
     #[must_use]
     pub fn at_unix(clock: &Clock, unix_seconds: u64, error: GuardError) -> Self {
-        let remaining = Duration::from_secs(unix_seconds).saturating_sub(clock.unix_time());
+        Self::at_unix_from(clock, unix_seconds, clock.unix_time(), error)
+    }
+
+    /// [`at_unix`](Self::at_unix) with the wall-clock time already read (`now`, since the
+    /// epoch): a verifier that just compared the claims with it reads the clock once.
+    pub(crate) fn at_unix_from(
+        clock: &Clock,
+        unix_seconds: u64,
+        now: Duration,
+        error: GuardError,
+    ) -> Self {
+        let remaining = Duration::from_secs(unix_seconds).saturating_sub(now);
         Self::after(clock, remaining, error)
     }
 

@@ -574,7 +574,10 @@ impl Refusal {
 
 impl Verifier {
     /// Verifies `token`: size, signature, algorithm, registered claims, then time.
-    pub(crate) fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Claims<C>, Refusal> {
+    pub(crate) fn verify<C: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<(Claims<C>, Deadline), Refusal> {
         if token.len() > self.max_token_bytes {
             return Err(Refusal::TooLarge);
         }
@@ -593,7 +596,8 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(Refusal::Invalid("the subject is empty"));
         }
-        let now = self.clock.unix_seconds();
+        let unix_time = self.clock.unix_time();
+        let now = unix_time.as_secs();
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(Refusal::Expired);
         }
@@ -603,7 +607,8 @@ impl Verifier {
         {
             return Err(Refusal::NotYetValid);
         }
-        Ok(claims)
+        let deadline = self.expiry(claims.exp, unix_time);
+        Ok((claims, deadline))
     }
 
     /// The key that must verify `token`: by (issuer, kid), with the token's algorithm.
@@ -682,9 +687,9 @@ impl Verifier {
     }
 
     /// The deadline of a connection whose token expires at `exp`.
-    pub(crate) fn expiry(&self, exp: u64) -> Deadline {
+    fn expiry(&self, exp: u64, now: Duration) -> Deadline {
         let error = GuardError::new(GuardErrorKind::TokenExpired, "token expired").closing();
-        Deadline::at_unix(&self.clock, exp.saturating_add(self.leeway), error)
+        Deadline::at_unix_from(&self.clock, exp.saturating_add(self.leeway), now, error)
     }
 
     /// The deadline of an in-band connection that has not authenticated.

@@ -195,8 +195,8 @@ where
     let bearer = found
         .protocol
         .map(|protocol| (protocol.to_owned(), found.token.to_owned()));
-    let claims = match verifier.verify::<C>(found.token) {
-        Ok(claims) => claims,
+    let (claims, deadline) = match verifier.verify::<C>(found.token) {
+        Ok(verified) => verified,
         Err(Refusal::Unknown(remote)) => return Judgment::Unknown(request, remote),
         Err(refusal) => return Judgment::Deny(request, Denial::Token(refusal)),
     };
@@ -209,7 +209,6 @@ where
         *request.uri_mut() = uri;
     }
     let identity = identity_of(&claims);
-    let deadline = verifier.expiry(claims.exp);
     let extensions = request.extensions_mut();
     extensions.insert(identity);
     extensions.insert(deadline);
@@ -422,25 +421,25 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
         token: &str,
     ) -> Result<WsResponse, GuardError> {
         let refused = |kind, message: &'static str| GuardError::new(kind, message).closing();
-        let claims = self
-            .verifier
-            .verify::<C>(token)
-            .map_err(|refusal| match refusal {
-                Refusal::Expired => refused(GuardErrorKind::TokenExpired, "token expired"),
-                Refusal::Unknown(remote) => {
-                    // The key set may have rotated: fetch it (at most once per interval) so
-                    // that the client's next attempt finds the key.
-                    if remote.may_refetch()
-                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
-                    {
-                        runtime.spawn(async move {
-                            remote.refresh().await;
-                        });
+        let (claims, deadline) =
+            self.verifier
+                .verify::<C>(token)
+                .map_err(|refusal| match refusal {
+                    Refusal::Expired => refused(GuardErrorKind::TokenExpired, "token expired"),
+                    Refusal::Unknown(remote) => {
+                        // The key set may have rotated: fetch it (at most once per interval) so
+                        // that the client's next attempt finds the key.
+                        if remote.may_refetch()
+                            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                        {
+                            runtime.spawn(async move {
+                                remote.refresh().await;
+                            });
+                        }
+                        refused(GuardErrorKind::Unauthenticated, "no key has this key id")
                     }
-                    refused(GuardErrorKind::Unauthenticated, "no key has this key id")
-                }
-                other => refused(GuardErrorKind::Unauthenticated, other.description()),
-            })?;
+                    other => refused(GuardErrorKind::Unauthenticated, other.description()),
+                })?;
         self.check
             .check(&claims)
             .map_err(|reason| GuardError::new(GuardErrorKind::Forbidden, reason).closing())?;
@@ -458,7 +457,7 @@ impl<S, C: DeserializeOwned + 'static> JwtAuth<S, C> {
             }
         }
         self.expires_at = Some(claims.exp);
-        connection.set_deadline(Some(self.verifier.expiry(claims.exp)));
+        connection.set_deadline(Some(deadline));
         let reply =
             serde_json::json!({"type": "auth_ok", "sub": claims.sub, "expires_at": claims.exp});
         Ok(WsResponse::message(reply.to_string()))
