@@ -607,11 +607,12 @@ where
             .extensions()
             .get::<Identity>()
             .map(Identity::user_key)
-            .filter(|_| {
-                earlier
-                    .as_ref()
-                    .is_none_or(|permit| permit.0.user.get().is_none())
-            });
+            .filter(|_| earlier.as_ref().is_none_or(|permit| !permit.counts_a_user()));
+        // The outer pass of this same limiter left its permit: the user is counted in it,
+        // and the connection holds one permit, not two.
+        let same = earlier
+            .as_ref()
+            .is_some_and(|permit| Arc::ptr_eq(&permit.0.open, &shared.open));
         {
             let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
             let over_user = user.as_ref().is_some_and(|user| {
@@ -629,23 +630,33 @@ where
             }
             if let Some(user) = &user {
                 *open.per_user.entry(user.clone()).or_default() += 1;
+                if same && let Some(earlier) = &earlier {
+                    // Under the lock, as an admission would.
+                    let _ = earlier.0.user.set(user.clone());
+                }
             }
             if let Some(ip) = ip {
                 *open.per_ip.entry(ip).or_default() += 1;
             }
         }
         let counts_user = user.is_some();
+        let extensions = request.extensions_mut();
+        if counts_user {
+            // Counted here: an outer pass's admission has nothing left to count.
+            extensions.remove::<Admission>();
+        }
+        if same {
+            // The outer pass's permit, in the extensions already, holds this pass's count
+            // too; so does its admission, if it left one.
+            return HandshakeFuture::inner(self.inner.call(request));
+        }
         let permit = ConnectionPermit(Arc::new(PermitInner {
             open: shared.open.clone(),
             user: user.map(OnceLock::from).unwrap_or_default(),
             ip,
             earlier,
         }));
-        let extensions = request.extensions_mut();
-        if counts_user {
-            // Counted here: an outer pass's admission has nothing left to count.
-            extensions.remove::<Admission>();
-        } else if shared.max_per_user > 0 && extensions.get::<Identity>().is_none() {
+        if !counts_user && shared.max_per_user > 0 && extensions.get::<Identity>().is_none() {
             // No identity yet (in-band authentication, or authentication further in): the
             // connection counts the user when one arrives, and refuses it over the cap.
             extensions.insert(Admission(Arc::new(AdmitUser {
