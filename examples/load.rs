@@ -42,7 +42,7 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 const USAGE: &str = "\
 usage: load [--connections N] [--messages M] [--sizes B,B..] [--rounds R] [--idle N]
-            [--only throughput|memory] [--limit SECONDS]
+            [--only throughput|memory] [--limit SECONDS] [--read-buffer BYTES]
 
 Runs the example server's /echo (JWT auth, rate limit, sanitize: the guards of /ws) and a
 bare axum echo server, each in a child process on 127.0.0.1, and reports for each:
@@ -58,7 +58,10 @@ bare axum echo server, each in a child process on 127.0.0.1, and reports for eac
   --rounds R        rounds per size, bare and guarded alternating (default 5, at most 50)
   --idle N          idle connections for memory (default 10000, at most 15000)
   --only PHASE      run only `throughput` or `memory`
-  --limit SECONDS   give up on any phase after this long (default 300)";
+  --limit SECONDS   give up on any phase after this long (default 300)
+  --read-buffer BYTES
+                    both servers' read buffer per connection (default 8192, the example
+                    server's; 131072 is axum's own default)";
 
 /// The guarded server's config: the example's guards with limits too high to refuse.
 const LOAD_CONFIG: &str = r#"
@@ -94,6 +97,7 @@ struct Args {
     idle: usize,
     only: Option<String>,
     limit: Duration,
+    read_buffer: usize,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -105,6 +109,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
         idle: 10_000,
         only: None,
         limit: Duration::from_secs(300),
+        read_buffer: app::READ_BUFFER_BYTES,
     };
     let mut it = args;
     let number = |value: Option<String>, name: &str, max: usize| -> Result<usize, String> {
@@ -120,6 +125,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--messages" => parsed.messages = number(it.next(), &arg, 100_000)?,
             "--rounds" => parsed.rounds = number(it.next(), &arg, 50)?,
             "--idle" => parsed.idle = number(it.next(), &arg, 15_000)?,
+            "--read-buffer" => {
+                parsed.read_buffer = number(it.next(), &arg, 16 * 1024 * 1024)?.max(64);
+            }
             "--limit" => parsed.limit = Duration::from_secs(number(it.next(), &arg, 3600)? as u64),
             "--sizes" => {
                 let list = it.next().ok_or("--sizes needs a value")?;
@@ -231,6 +239,7 @@ fn resident_bytes() -> usize {
 fn bare() -> Router {
     async fn upgrade(upgrade: WebSocketUpgrade) -> Response {
         upgrade
+            .read_buffer_size(read_buffer())
             .max_message_size(MAX_MESSAGE)
             .max_frame_size(MAX_MESSAGE)
             .on_upgrade(echo)
@@ -258,8 +267,17 @@ fn guarded() -> Router {
         dev_tokens: false,
         clock: Clock::system(),
         echo: true,
+        read_buffer: read_buffer(),
     };
     app::app(settings).expect("the load config is valid").0
+}
+
+/// The read buffer the harness gave both servers (`LOAD_READ_BUFFER`).
+fn read_buffer() -> usize {
+    std::env::var("LOAD_READ_BUFFER")
+        .ok()
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or(app::READ_BUFFER_BYTES)
 }
 
 /// A running server child.
@@ -272,7 +290,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(kind: &'static str, secret: &str, heap: bool) -> Result<Self, String> {
+    fn start(kind: &'static str, args: &Args, secret: &str, heap: bool) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut command = Command::new(exe);
         command.args(["--serve", kind]);
@@ -281,6 +299,7 @@ impl Server {
         }
         let mut child = command
             .env("LOAD_SECRET", secret)
+            .env("LOAD_READ_BUFFER", args.read_buffer.to_string())
             .env("RUST_LOG", "off")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -478,12 +497,14 @@ fn run(args: &Args) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let keys = Keys::new();
     println!(
-        "load: {} cores, loopback only; servers are child processes",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "load: {} cores, loopback only; servers are child processes, each connection \
+         with a {} B read buffer",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.read_buffer
     );
     if args.only.as_deref() != Some("memory") {
-        let mut bare = Server::start("bare", &keys.secret, false)?;
-        let mut guarded = Server::start("guarded", &keys.secret, false)?;
+        let mut bare = Server::start("bare", args, &keys.secret, false)?;
+        let mut guarded = Server::start("guarded", args, &keys.secret, false)?;
         for &size in &args.sizes {
             report_throughput(&runtime, args, &keys, size, &mut bare, &mut guarded)?;
         }
@@ -581,7 +602,7 @@ fn memory(
     keys: &Keys,
     kind: &'static str,
 ) -> Result<(f64, f64), String> {
-    let mut server = Server::start(kind, &keys.secret, true)?;
+    let mut server = Server::start(kind, args, &keys.secret, true)?;
     let before = server.stats()?;
     let clients = runtime
         .block_on(async {

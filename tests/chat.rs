@@ -40,6 +40,7 @@ impl Server {
             dev_tokens: true,
             clock: clock.clone(),
             echo: true,
+            read_buffer: app::READ_BUFFER_BYTES,
         };
         let (router, chat) = app::app(settings).unwrap();
         Self {
@@ -470,6 +471,12 @@ async fn protocol_errors_are_error_frames() {
     let mut alice = server.join("alice").await;
     alice.send(Message::text("not json")).await.unwrap();
     assert_eq!(next_json(&mut alice).await["code"], "invalid_message");
+    send_json(&mut alice, json!({"type": "shout", "room": "lobby"})).await;
+    assert_eq!(
+        next_json(&mut alice).await,
+        json!({"type": "error", "code": "invalid_message",
+               "message": "unknown message type \"shout\": the types are auth, join, leave and send_message"})
+    );
     send_json(
         &mut alice,
         json!({"type": "send_message", "room": "elsewhere", "content": "x"}),
@@ -508,13 +515,19 @@ async fn dev_token_mints_tokens_that_connect() {
     send_json(&mut client, say("minted")).await;
     assert_eq!(next_json(&mut client).await["from"], "dave");
 
-    for bad in [
-        "/dev/token",
-        "/dev/token?sub=x&ttl=0",
-        "/dev/token?sub=x&ttl=86401",
+    for (bad, blames) in [
+        ("/dev/token", "`sub`"),
+        ("/dev/token?sub=a%FF", "`sub`"),
+        ("/dev/token?sub=x&ttl=0", "`ttl`"),
+        ("/dev/token?sub=x&ttl=86401", "`ttl`"),
+        ("/dev/token?sub=x&ttl=99999999999999999999", "`ttl`"),
+        ("/dev/token?sub=x&ttl=soon", "`ttl`"),
     ] {
         let body = http_get(server.addr, bad).await;
         assert!(body.starts_with("HTTP/1.1 400"), "{bad}: {body}");
+        let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let error = json["error"].as_str().unwrap();
+        assert!(error.starts_with(blames), "{bad}: {error}");
     }
     let page = http_get(server.addr, "/").await;
     assert!(page.contains("new WebSocket(url, [\"bearer\", token])"));
@@ -529,6 +542,7 @@ async fn dev_token_is_404_without_the_development_config() {
         dev_tokens: false,
         clock: Clock::system(),
         echo: false,
+        read_buffer: app::READ_BUFFER_BYTES,
     };
     let (router, _) = app::app(settings).unwrap();
     let addr = serve(router).await;
@@ -580,6 +594,7 @@ async fn an_invalid_config_is_refused_before_serving() {
             dev_tokens: true,
             clock: Clock::system(),
             echo: false,
+            read_buffer: app::READ_BUFFER_BYTES,
         };
         assert!(app::app(settings).is_err(), "{toml}");
     }
@@ -590,6 +605,7 @@ async fn an_invalid_config_is_refused_before_serving() {
         dev_tokens: true,
         clock: Clock::system(),
         echo: false,
+        read_buffer: app::READ_BUFFER_BYTES,
     };
     let error = app::app(settings)
         .err()

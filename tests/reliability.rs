@@ -36,6 +36,7 @@ async fn echo_server(config: &str, clock: Clock) -> SocketAddr {
         dev_tokens: false,
         clock,
         echo: true,
+        read_buffer: app::READ_BUFFER_BYTES,
     };
     let (router, _) = app::app(settings).unwrap();
     serve(router).await
@@ -184,6 +185,7 @@ async fn chat_server(change: impl FnOnce(&mut GuardConfig)) -> (SocketAddr, Arc<
         dev_tokens: false,
         clock: clock.clone(),
         echo: true,
+        read_buffer: app::READ_BUFFER_BYTES,
     };
     let (router, chat) = app::app(settings).unwrap();
     (serve(router).await, chat, clock)

@@ -55,6 +55,13 @@ pub(crate) const OUTBOUND_BYTES: usize = 4 * 1024 * 1024;
 /// The room everyone starts in.
 pub(crate) const LOBBY: &str = "lobby";
 
+/// Each connection's read buffer by default (`--read-buffer`, `server.read_buffer`).
+/// tungstenite allocates it at the upgrade and zero-fills
+/// its free space before every read; axum's default, 128 KiB, is sized for bulk transfer
+/// and would be nearly all of an idle chat connection's memory (and the memset a fifth of
+/// the server's CPU under load). Larger messages are still read whole, in more reads.
+pub(crate) const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Longest `ttl` `/dev/token` issues, in seconds.
 const MAX_TTL: u64 = 86_400;
 
@@ -69,6 +76,8 @@ pub(crate) struct Settings {
     /// Whether `/echo` is served: the same guards as `/ws` around an echo (for load tests
     /// and the WebSocket conformance suite).
     pub(crate) echo: bool,
+    /// Each connection's read buffer, in bytes ([`READ_BUFFER_BYTES`] unless set).
+    pub(crate) read_buffer: usize,
 }
 
 impl Settings {
@@ -81,6 +90,7 @@ impl Settings {
             dev_tokens: true,
             clock: Clock::system(),
             echo: false,
+            read_buffer: READ_BUFFER_BYTES,
         }
     }
 }
@@ -296,6 +306,7 @@ struct AppState {
     rate_limit: tower_ws_guard::MessageRateLimitLayer,
     sanitize: tower_ws_guard::SanitizeLayer,
     max_message_bytes: usize,
+    read_buffer: usize,
     dev_secret: Option<Arc<Secret>>,
     clock: Clock,
 }
@@ -318,6 +329,7 @@ pub(crate) fn app(settings: Settings) -> Result<(Router, Arc<Chat>), ConfigError
         rate_limit: rate_limit.with_clock(clock.clone()),
         sanitize,
         max_message_bytes: settings.guard.sanitize.max_bytes,
+        read_buffer: settings.read_buffer,
         dev_secret,
         clock,
     };
@@ -347,7 +359,8 @@ async fn page() -> Html<&'static str> {
 #[derive(Deserialize)]
 struct TokenQuery {
     sub: Option<String>,
-    ttl: Option<u64>,
+    /// Parsed here, not by serde, so that a bad `ttl` is reported as one.
+    ttl: Option<String>,
 }
 
 /// Characters a display name may not hold: controls, bidi controls (they reorder the
@@ -365,18 +378,26 @@ async fn dev_token(
         return StatusCode::NOT_FOUND.into_response();
     };
     let Ok(Query(query)) = query else {
-        return bad_request("`sub` must be a name and `ttl` a whole number of seconds");
+        return bad_request("the query is `sub=NAME` and optionally `ttl=SECONDS`");
     };
     let sub = query.sub.unwrap_or_default();
-    if sub.trim().is_empty() || sub.chars().count() > 64 || sub.chars().any(unfit_for_a_name) {
+    // The query's percent-decoding replaces bytes that are not UTF-8 with U+FFFD: a name
+    // holding one was not sent as text.
+    if sub.trim().is_empty()
+        || sub.chars().count() > 64
+        || sub
+            .chars()
+            .any(|c| unfit_for_a_name(c) || c == char::REPLACEMENT_CHARACTER)
+    {
         return bad_request(
-            "`sub` must be 1 to 64 characters, not blank, without control, bidi or zero-width characters",
+            "`sub` must be 1 to 64 characters of UTF-8, not blank, without control, bidi or zero-width characters",
         );
     }
-    let ttl = query.ttl.unwrap_or(3600);
-    if !(1..=MAX_TTL).contains(&ttl) {
-        return bad_request("`ttl` must be between 1 and 86400 seconds");
-    }
+    let ttl = match query.ttl.as_deref().map(str::parse::<u64>) {
+        None => 3600,
+        Some(Ok(ttl)) if (1..=MAX_TTL).contains(&ttl) => ttl,
+        Some(_) => return bad_request("`ttl` must be a whole number of seconds from 1 to 86400"),
+    };
     let now = state.clock.unix_seconds();
     let claims = json!({ "sub": sub, "iat": now, "exp": now + ttl });
     let key = match jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes()) {
@@ -400,6 +421,7 @@ async fn ws(
 ) -> Response {
     upgrade
         .protocols(["bearer"])
+        .read_buffer_size(state.read_buffer)
         .max_message_size(state.max_message_bytes)
         .max_frame_size(state.max_message_bytes)
         .on_upgrade(move |socket| async move {
@@ -456,6 +478,7 @@ async fn echo(
 ) -> Response {
     upgrade
         .protocols(["bearer"])
+        .read_buffer_size(state.read_buffer)
         .max_message_size(state.max_message_bytes)
         .max_frame_size(state.max_message_bytes)
         .on_upgrade(move |socket| {
@@ -484,6 +507,25 @@ enum ClientMessage {
     SendMessage { room: String, content: String },
 }
 
+/// The error frame for text that is not a message of the protocol: an unknown `type` is
+/// named with the types there are (`auth` included, which the auth layer answers);
+/// anything else gets the parser's account.
+fn protocol_error(text: &str, error: &serde_json::Error) -> GuardError {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    const TYPES: [&str; 4] = ["auth", "join", "leave", "send_message"];
+    match serde_json::from_str::<Typed<'_>>(text) {
+        Ok(typed) if !TYPES.contains(&&*typed.kind) => invalid(format!(
+            "unknown message type {:?}: the types are auth, join, leave and send_message",
+            typed.kind
+        )),
+        _ => invalid(format!("not a protocol message: {error}")),
+    }
+}
+
 fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> GuardError {
     GuardError::new(GuardErrorKind::InvalidMessage, message)
 }
@@ -503,8 +545,7 @@ fn handle(chat: &Chat, clock: &Clock, request: WsRequest) -> Result<WsResponse, 
         _ => return Ok(WsResponse::empty()),
     };
     let connection = request.connection();
-    let parsed: ClientMessage =
-        serde_json::from_str(text).map_err(|e| invalid(format!("not a protocol message: {e}")))?;
+    let parsed: ClientMessage = serde_json::from_str(text).map_err(|e| protocol_error(text, &e))?;
     match parsed {
         ClientMessage::Join { room } => {
             if !valid_room(&room) {

@@ -20,19 +20,23 @@ use tower_ws_guard::{Clock, GuardConfig};
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 const USAGE: &str = "\
-usage: chat_server [--addr HOST:PORT] [--config FILE] [--echo]
+usage: chat_server [--addr HOST:PORT] [--config FILE] [--echo] [--read-buffer BYTES]
 
   --addr HOST:PORT  where to listen (default 127.0.0.1:8080, or $CHAT_ADDR)
-  --config FILE     a TOML GuardConfig plus an optional [server] table with `addr`;
-                    WS_GUARD__SECTION__KEY environment variables override it.
+  --config FILE     a TOML GuardConfig plus an optional [server] table with `addr` and
+                    `read_buffer`; WS_GUARD__SECTION__KEY environment variables override it.
                     Without it: the development config and /dev/token.
   --echo            also serve /echo: the same guards as /ws around an echo of every
-                    data message (for load tests and WebSocket conformance suites).";
+                    data message (for load tests and WebSocket conformance suites).
+  --read-buffer BYTES
+                    each connection's read buffer (default 8192; axum's own default is
+                    131072, sized for bulk transfer). Longer messages still arrive whole.";
 
 struct Args {
     addr: Option<String>,
     config: Option<String>,
     echo: bool,
+    read_buffer: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         addr: None,
         config: None,
         echo: false,
+        read_buffer: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -47,6 +52,10 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = Some(it.next().ok_or("--addr needs a value")?),
             "--config" => args.config = Some(it.next().ok_or("--config needs a value")?),
             "--echo" => args.echo = true,
+            "--read-buffer" => {
+                let value = it.next().ok_or("--read-buffer needs a value")?;
+                args.read_buffer = Some(read_buffer(value.parse().ok())?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -57,11 +66,20 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// A read buffer size within what the server accepts.
+fn read_buffer(bytes: Option<u64>) -> Result<usize, String> {
+    bytes
+        .filter(|bytes| (64..=16 * 1024 * 1024).contains(bytes))
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(|| "the read buffer must be 64 bytes to 16 MiB".to_owned())
+}
+
 /// Loads `--config`: the `[server]` table for this binary, the rest for the guard.
 fn load(path: &str) -> Result<(app::Settings, Option<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     let mut addr = None;
+    let mut read_buffer_bytes = None;
     if let Some(server) = table.remove("server") {
         let toml::Value::Table(mut server) = server else {
             return Err(format!("{path}: [server] must be a table"));
@@ -73,6 +91,11 @@ fn load(path: &str) -> Result<(app::Settings, Option<String>), String> {
                     .ok_or("server.addr must be a string")?
                     .to_owned(),
             );
+        }
+        if let Some(value) = server.remove("read_buffer") {
+            let bytes = value.as_integer().and_then(|n| u64::try_from(n).ok());
+            read_buffer_bytes =
+                Some(read_buffer(bytes).map_err(|e| format!("{path}: server.{e}"))?);
         }
         if let Some(unknown) = server.keys().next() {
             return Err(format!("{path}: unknown field `server.{unknown}`"));
@@ -86,6 +109,7 @@ fn load(path: &str) -> Result<(app::Settings, Option<String>), String> {
         dev_tokens: false,
         clock: Clock::system(),
         echo: false,
+        read_buffer: read_buffer_bytes.unwrap_or(app::READ_BUFFER_BYTES),
     };
     Ok((settings, addr))
 }
@@ -111,6 +135,9 @@ async fn run() -> Result<(), String> {
         None => (app::Settings::development(), None),
     };
     settings.echo = args.echo;
+    if let Some(bytes) = args.read_buffer {
+        settings.read_buffer = bytes;
+    }
     let dev = settings.dev_tokens;
     let addr = args
         .addr

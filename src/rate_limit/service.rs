@@ -607,7 +607,11 @@ where
             .extensions()
             .get::<Identity>()
             .map(Identity::user_key)
-            .filter(|_| earlier.as_ref().is_none_or(|permit| !permit.counts_a_user()));
+            .filter(|_| {
+                earlier
+                    .as_ref()
+                    .is_none_or(|permit| !permit.counts_a_user())
+            });
         // The outer pass of this same limiter left its permit: the user is counted in it,
         // and the connection holds one permit, not two.
         let same = earlier
