@@ -4,8 +4,11 @@
 //! move time forward with [`Clock::advance`], so that token expiry and rate limits are
 //! checked exactly, without sleeping.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,22 +72,34 @@ impl Clock {
     /// Waits until [`Clock::monotonic`] reaches `deadline`: a tokio timer on the system
     /// clock, the next [`Clock::advance`] past it on a manual one.
     pub async fn sleep_until(&self, deadline: Duration) {
-        match &self.manual {
+        self.sleep(deadline).await;
+    }
+
+    /// [`sleep_until`](Self::sleep_until) as a named future of one pointer: the timer
+    /// itself is on the heap, so a future that keeps one armed for a connection's life
+    /// carries 16 bytes, and the heap only what the timer needs (96 for tokio's).
+    pub(crate) fn sleep(&self, deadline: Duration) -> Sleep {
+        Sleep(match &self.manual {
             None => match process_start().checked_add(deadline) {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                Some(at) => SleepOn::System(Box::pin(tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(at),
+                ))),
                 // Beyond what an Instant can hold (a token valid for billions of years):
                 // it never comes.
-                None => std::future::pending().await,
+                None => SleepOn::Never,
             },
             Some(manual) => {
+                let clock = self.clone();
                 let mut moved = manual.moved.subscribe();
-                while self.monotonic() < deadline {
-                    if moved.changed().await.is_err() {
-                        return;
+                SleepOn::Manual(Box::pin(async move {
+                    while clock.monotonic() < deadline {
+                        if moved.changed().await.is_err() {
+                            return;
+                        }
                     }
-                }
+                }))
             }
-        }
+        })
     }
 
     /// Monotonic time since an arbitrary fixed point.
@@ -111,6 +126,27 @@ impl Clock {
     #[must_use]
     pub fn unix_seconds(&self) -> u64 {
         self.unix_time().as_secs()
+    }
+}
+
+/// A wait until a moment on a [`Clock`] (see [`Clock::sleep`]).
+pub(crate) struct Sleep(SleepOn);
+
+enum SleepOn {
+    System(Pin<Box<tokio::time::Sleep>>),
+    Manual(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Never,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            SleepOn::System(sleep) => sleep.as_mut().poll(cx),
+            SleepOn::Manual(sleep) => sleep.as_mut().poll(cx),
+            SleepOn::Never => Poll::Pending,
+        }
     }
 }
 

@@ -327,8 +327,8 @@ impl Connection {
                 changed.await;
                 continue;
             };
-            // Boxed: armed once per deadline, so a connection without one holds no timer.
-            let mut passed = Box::pin(async move { clock.sleep_until(at).await });
+            // Armed once per deadline, so a connection without one holds no timer.
+            let mut passed = clock.sleep(at);
             tokio::select! {
                 () = &mut passed => {
                     if let Some(current) = self.deadline().filter(|current| current.at == at) {
