@@ -201,19 +201,23 @@ impl Connection {
     /// A layer whose handshake face ran before the identity was known (a
     /// [`MessageRateLimitLayer`](crate::MessageRateLimitLayer) outside the authentication
     /// layer, counting a user's open connections) checks it here; if it refuses, the
-    /// deadline is already passed with its rejection, and the driver closes at once.
+    /// connection has no identity and a deadline already passed with the rejection: the
+    /// driver closes it before it reads anything.
     #[must_use]
     pub fn new(peer_addr: Option<SocketAddr>, mut extensions: http::Extensions) -> Self {
         let mut admission = extensions.remove::<Admission>();
         let mut deadline = extensions.remove::<Deadline>();
         let identity = OnceLock::new();
         if let Some(found) = extensions.remove::<Identity>() {
-            if let Some(Admission(admit)) = admission.take()
-                && let Err(error) = admit.admit(&found)
-            {
-                deadline = Some(Deadline::after(&Clock::system(), Duration::ZERO, error));
+            match admission.take() {
+                Some(Admission(admit)) if let Err(error) = admit.admit(&found) => {
+                    // Refused: no identity, and a deadline that has passed.
+                    deadline = Some(Deadline::after(&Clock::system(), Duration::ZERO, error));
+                }
+                _ => {
+                    let _ = identity.set(found);
+                }
             }
-            let _ = identity.set(found);
         }
         let extensions = compact(extensions);
         Self {
@@ -322,11 +326,14 @@ impl Connection {
             // Registered before reading, so that no change between the two is missed.
             let changed = self.inner.changed.notified();
             // The moment only: the rejection stays in the connection until it is due.
-            let Some((at, clock)) = self.deadline().map(|current| (current.at, current.clock))
-            else {
+            let Some(current) = self.deadline() else {
                 changed.await;
                 continue;
             };
+            if current.passed() {
+                return current.error;
+            }
+            let (at, clock) = (current.at, current.clock);
             // Armed once per deadline, so a connection without one holds no timer.
             let mut passed = clock.sleep(at);
             tokio::select! {

@@ -34,7 +34,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::connection::{Connection, WsRequest, WsResponse};
+use crate::connection::{Connection, Deadline, WsRequest, WsResponse};
 use crate::error::{BoxError, Disposition, GuardError};
 use crate::message::{CloseFrame, Message, close_code};
 
@@ -171,8 +171,19 @@ impl<S, O> Driver<S, O> {
             // One timer for the connection's life, polled both while waiting for traffic and while
             // sending: an idle connection holds a single one.
             let mut expiry = std::pin::pin!(connection.deadline_passed());
+            // A connection refused as it opened (its deadline passed already) reads nothing.
+            let mut step = match connection.deadline().filter(Deadline::passed) {
+                Some(refused) => {
+                    let close = End::Close(refused.error().to_close_frame());
+                    Box::pin(finish(&mut socket, close, limits.close)).await
+                }
+                None => None,
+            };
             let disconnect = loop {
-                let step = tokio::select! {
+                if let Some(disconnect) = step {
+                    break disconnect;
+                }
+                step = tokio::select! {
                     error = expiry.as_mut() => {
                         tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
                         Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
@@ -201,9 +212,6 @@ impl<S, O> Driver<S, O> {
                         Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
                     }
                 };
-                if let Some(disconnect) = step {
-                    break disconnect;
-                }
             };
             tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
             drop(service);
@@ -491,12 +499,13 @@ impl<T, S> GuardedSocket<T, S> {
     {
         while self.disconnect.is_none() {
             let item = tokio::select! {
-                item = self.socket.next() => item,
+                biased;
                 error = self.connection.deadline_passed() => {
                     let end = End::Close(error.to_close_frame());
                     self.disconnect = finish(&mut self.socket, end, self.close_timeout).await;
                     continue;
                 }
+                item = self.socket.next() => item,
             };
             let step = match classify(item) {
                 Inbound::Message(message) => {

@@ -182,6 +182,115 @@ async fn the_per_user_connection_cap_holds_for_in_band_identities_too() {
     drop(in_band);
 }
 
+/// Sends an in-band `auth` for `sub`; `Ok` on `auth_ok`, else the close.
+async fn in_band_auth(
+    server: &Server,
+    client: &mut Client,
+    sub: &str,
+) -> Result<(), (u16, String)> {
+    send_json(
+        client,
+        json!({"type": "auth", "token": server.token(sub, 600)}),
+    )
+    .await;
+    match next(client).await {
+        Message::Text(text) => {
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(reply["type"], "auth_ok", "{reply}");
+            Ok(())
+        }
+        Message::Close(Some(frame)) => Err((frame.code.into(), frame.reason.to_string())),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_in_band_auths_for_one_user_take_exactly_the_cap_and_give_it_back() {
+    let cap = 3;
+    let server = Arc::new(
+        Server::start_with(|guard| {
+            guard.rate_limit.handshake.max_connections_per_user = cap;
+            guard.rate_limit.handshake.attempts_per_ip =
+                tower_ws_guard::rate_limit::QuotaConfig::off();
+        })
+        .await,
+    );
+    for round in 0..2 {
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(anonymous(&server).await);
+        }
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let outcome = in_band_auth(&server, &mut client, "alice").await;
+                    (client, outcome)
+                })
+            })
+            .collect();
+        let (mut admitted, mut turned_away) = (Vec::new(), 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                (client, Ok(())) => admitted.push(client),
+                (_, Err((4429, reason))) if reason == "too many open connections" => {
+                    turned_away += 1
+                }
+                (_, Err(other)) => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            (admitted.len(), turned_away),
+            (cap, 16 - cap),
+            "round {round}"
+        );
+        let bearer = format!("Bearer {}", server.token("alice", 600));
+        let response = refused(server.addr, "/ws", &[("authorization", &bearer)]).await;
+        assert_eq!(response.status(), 429, "round {round}: the cap is full");
+        wait_for(|| server.chat.connected() == cap).await;
+        drop(admitted);
+        // Each place is given back with its connection: the next round gets `cap` again.
+        wait_for(|| server.chat.connected() == 0).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_in_band_auth_is_counted_nowhere_and_nothing_behind_it_is_read() {
+    let server =
+        Server::start_with(|guard| guard.rate_limit.handshake.max_connections_per_user = 1).await;
+    let holder = server.join("alice").await;
+    let mut bob = server.join("bob").await;
+    wait_for(|| server.chat.connected() == 2).await;
+    let mut late = anonymous(&server).await;
+    // The refused `auth`, a post and another user's `auth` right behind it, in one write.
+    for message in [
+        json!({"type": "auth", "token": server.token("alice", 600)}),
+        say("sneaked in"),
+        json!({"type": "auth", "token": server.token("carol", 600)}),
+    ] {
+        late.feed(Message::text(message.to_string())).await.unwrap();
+    }
+    late.flush().await.unwrap();
+    assert_eq!(
+        closed(&mut late).await,
+        (4429, "too many open connections".to_owned())
+    );
+    send_json(&mut bob, say("marker")).await;
+    assert_eq!(
+        next_json(&mut bob).await["content"],
+        "marker",
+        "nothing sneaked in"
+    );
+    assert_eq!(server.chat.connected(), 2);
+    // Carol was never counted, and alice's one place is free once its holder goes.
+    let _carol = server.join("carol").await;
+    drop(holder);
+    wait_for(|| server.chat.connected() == 2).await;
+    let mut again = anonymous(&server).await;
+    assert_eq!(in_band_auth(&server, &mut again, "alice").await, Ok(()));
+}
+
 #[tokio::test]
 async fn no_authentication_within_10_seconds_closes_with_4408() {
     let server = Server::start().await;
@@ -206,6 +315,21 @@ async fn a_bad_in_band_token_closes_with_4401() {
     let mut client = anonymous(&server).await;
     send_json(&mut client, json!({"type": "auth", "token": "not.a.token"})).await;
     assert_eq!(closed(&mut client).await.0, 4401);
+    // A token that is not a string is malformed too, before or after authenticating.
+    for token in [json!(5), json!(null), json!({"jwt": "x"})] {
+        let mut anonymous = anonymous(&server).await;
+        send_json(&mut anonymous, json!({"type": "auth", "token": token})).await;
+        assert_eq!(
+            closed(&mut anonymous).await,
+            (4401, "the token is malformed".to_owned())
+        );
+        let mut alice = server.join("alice").await;
+        send_json(&mut alice, json!({"type": "auth", "token": token})).await;
+        assert_eq!(
+            closed(&mut alice).await,
+            (4401, "the token is malformed".to_owned())
+        );
+    }
 }
 
 #[tokio::test]

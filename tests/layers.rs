@@ -364,6 +364,49 @@ async fn a_connection_without_identity_is_closed_with_4401_and_never_reaches_the
     assert_eq!(reached.load(Ordering::SeqCst), 0);
 }
 
+#[tokio::test]
+async fn a_connection_whose_deadline_passed_as_it_opened_reads_nothing() {
+    use tower_ws_guard::{Deadline, GuardError, GuardErrorKind};
+    let reached = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(tokio::sync::Notify::new());
+    let (counter, wait) = (reached.clone(), sent.clone());
+    let (addr, _) = server(1 << 16, move |socket, _| {
+        let (counter, wait) = (counter.clone(), wait.clone());
+        async move {
+            // What a layer refusing the connection as it opened leaves (a rate limiter
+            // outside authentication, over a user's cap).
+            let mut extensions = http::Extensions::new();
+            let refused =
+                GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing();
+            extensions.insert(Deadline::after(&Clock::system(), Duration::ZERO, refused));
+            let service = service_fn(move |_: WsRequest| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(WsResponse::empty()) }
+            });
+            // The client's messages are waiting on the socket when the driver starts.
+            wait.notified().await;
+            Driver::new(service)
+                .run(socket, Connection::new(None, extensions))
+                .await
+        }
+    })
+    .await;
+    let mut client = client(addr).await;
+    for text in ["one", "two", "three"] {
+        client.send(TsMessage::text(text)).await.unwrap();
+    }
+    sent.notify_one();
+    assert_eq!(
+        closed(&mut client).await,
+        (4429, "too many open connections".to_owned())
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "nothing it sent was read"
+    );
+}
+
 mod handshake {
     use super::*;
     use http::{Request, Response, StatusCode};

@@ -706,7 +706,12 @@ mod handshake {
             !first.deadline().unwrap().passed(),
             "open until its token expires"
         );
+        assert_eq!(first.identity().map(|i| &*i.subject), Some("alice"));
         let second = open().await;
+        assert!(
+            second.identity().is_none(),
+            "refused: the identity does not take effect"
+        );
         let deadline = second.deadline().unwrap();
         assert!(deadline.passed(), "over the cap: closed as soon as it runs");
         let frame = deadline.error().to_close_frame();

@@ -29,7 +29,7 @@ usage: chat_server [--addr HOST:PORT] [--config FILE] [--echo] [--read-buffer BY
   --echo            also serve /echo: the same guards as /ws around an echo of every
                     data message (for load tests and WebSocket conformance suites).
   --read-buffer BYTES
-                    each connection's read buffer (default 8192; axum's own default is
+                    each connection's read buffer, 64 to 16777216 (default 8192; axum's own is
                     131072, sized for bulk transfer). Longer messages still arrive whole.";
 
 struct Args {
@@ -71,7 +71,7 @@ fn read_buffer(bytes: Option<u64>) -> Result<usize, String> {
     bytes
         .filter(|bytes| (64..=16 * 1024 * 1024).contains(bytes))
         .and_then(|bytes| usize::try_from(bytes).ok())
-        .ok_or_else(|| "the read buffer must be 64 bytes to 16 MiB".to_owned())
+        .ok_or_else(|| "the read buffer must be 64 bytes to 16 MiB (16777216)".to_owned())
 }
 
 /// Loads `--config`: the `[server]` table for this binary, the rest for the guard.
@@ -95,7 +95,7 @@ fn load(path: &str) -> Result<(app::Settings, Option<String>), String> {
         if let Some(value) = server.remove("read_buffer") {
             let bytes = value.as_integer().and_then(|n| u64::try_from(n).ok());
             read_buffer_bytes =
-                Some(read_buffer(bytes).map_err(|e| format!("{path}: server.{e}"))?);
+                Some(read_buffer(bytes).map_err(|e| format!("{path}: server.read_buffer: {e}"))?);
         }
         if let Some(unknown) = server.keys().next() {
             return Err(format!("{path}: unknown field `server.{unknown}`"));

@@ -479,7 +479,9 @@ fn auth_token(message: &Message) -> Option<String> {
     struct Auth<'a> {
         #[serde(rename = "type", borrow)]
         kind: std::borrow::Cow<'a, str>,
-        token: Option<String>,
+        /// Any JSON value: an `auth` whose token is not a string is still an `auth`, and
+        /// its token is malformed.
+        token: Option<serde_json::Value>,
     }
     let text = message.as_text()?;
     // Cheap test first: most messages are not `auth`.
@@ -487,5 +489,8 @@ fn auth_token(message: &Message) -> Option<String> {
         return None;
     }
     let auth: Auth<'_> = serde_json::from_str(text).ok()?;
-    (auth.kind == "auth").then(|| auth.token.unwrap_or_default())
+    (auth.kind == "auth").then(|| match auth.token {
+        Some(serde_json::Value::String(token)) => token,
+        _ => String::new(),
+    })
 }
