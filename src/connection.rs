@@ -325,15 +325,15 @@ impl Connection {
         loop {
             // Registered before reading, so that no change between the two is missed.
             let changed = self.inner.changed.notified();
-            // The moment only: the rejection stays in the connection until it is due.
-            let Some(current) = self.deadline() else {
-                changed.await;
-                continue;
+            let (at, clock) = match self.deadline() {
+                None => {
+                    changed.await;
+                    continue;
+                }
+                Some(current) if current.passed() => return current.error,
+                // The moment only: the rejection stays in the connection until it is due.
+                Some(current) => (current.at, current.clock),
             };
-            if current.passed() {
-                return current.error;
-            }
-            let (at, clock) = (current.at, current.clock);
             // Armed once per deadline, so a connection without one holds no timer.
             let mut passed = clock.sleep(at);
             tokio::select! {

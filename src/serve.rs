@@ -172,46 +172,51 @@ impl<S, O> Driver<S, O> {
             // sending: an idle connection holds a single one.
             let mut expiry = std::pin::pin!(connection.deadline_passed());
             // A connection refused as it opened (its deadline passed already) reads nothing.
-            let mut step = match connection.deadline().filter(Deadline::passed) {
-                Some(refused) => {
-                    let close = End::Close(refused.error().to_close_frame());
-                    Box::pin(finish(&mut socket, close, limits.close)).await
+            let refused = connection
+                .deadline()
+                .filter(Deadline::passed)
+                .map(|refused| End::Close(refused.error().to_close_frame()));
+            let disconnect = 'run: {
+                if let Some(close) = refused
+                    && let Some(disconnect) =
+                        Box::pin(finish(&mut socket, close, limits.close)).await
+                {
+                    break 'run disconnect;
                 }
-                None => None,
-            };
-            let disconnect = loop {
-                if let Some(disconnect) = step {
-                    break disconnect;
-                }
-                step = tokio::select! {
-                    error = expiry.as_mut() => {
-                        tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
-                        Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
-                    }
-                    item = socket.next() => {
-                        match classify(item) {
-                            Inbound::Message(message) => {
-                                let request = WsRequest::new(message, connection.clone());
-                                Box::pin(async {
-                                    let reply = dispatch(&mut service, request, &connection).await;
-                                    send_reply(&mut socket, reply, limits, expiry.as_mut()).await
-                                })
-                                .await
-                            }
-                            Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
+                loop {
+                    let step = tokio::select! {
+                        error = expiry.as_mut() => {
+                            tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
+                            Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
                         }
+                        item = socket.next() => {
+                            match classify(item) {
+                                Inbound::Message(message) => {
+                                    let request = WsRequest::new(message, connection.clone());
+                                    Box::pin(async {
+                                        let reply = dispatch(&mut service, request, &connection).await;
+                                        send_reply(&mut socket, reply, limits, expiry.as_mut()).await
+                                    })
+                                    .await
+                                }
+                                Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
+                            }
+                        }
+                        Some(message) = outbound.next() => {
+                            let reply = match message {
+                                Message::Close(frame) => Reply {
+                                    messages: Vec::new(),
+                                    close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
+                                },
+                                message => Reply { messages: vec![message], close: None },
+                            };
+                            Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
+                        }
+                    };
+                    if let Some(disconnect) = step {
+                        break 'run disconnect;
                     }
-                    Some(message) = outbound.next() => {
-                        let reply = match message {
-                            Message::Close(frame) => Reply {
-                                messages: Vec::new(),
-                                close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
-                            },
-                            message => Reply { messages: vec![message], close: None },
-                        };
-                        Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
-                    }
-                };
+                }
             };
             tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
             drop(service);
