@@ -19,17 +19,24 @@ pub(crate) const NON_ASCII: u8 = 4;
 /// Branch-free, so the compiler can unroll and vectorise it: this is the fast path every
 /// clean message takes.
 pub(crate) fn classes(text: &str) -> u8 {
+    byte_classes(text.as_bytes())
+}
+
+fn byte_classes(bytes: &[u8]) -> u8 {
     // Comparisons OR-ed into accumulators, with no early exit, so that the compiler can
-    // vectorise the loop (a table lookup per byte cannot be).
-    let (mut special, mut control, mut non_ascii) = (false, false, false);
-    for &b in text.as_bytes() {
-        special |= (b == b'&') | (b == b'<') | (b == b'>') | (b == b'"') | (b == b'\'');
-        control |= ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')) | (b == 0x7f);
-        non_ascii |= b >= 0x80;
+    // vectorise the loop (a table lookup per byte cannot be), and as few of them as the
+    // byte values allow: `&` `'` are 0x26 0x27 and `<` `>` 0x3C 0x3E, one comparison a
+    // pair; tab and LF are 9 and 10, one subtraction; a non-ASCII byte has its top bit set,
+    // which OR-ing the bytes keeps.
+    let (mut special, mut control, mut all) = (false, false, 0u8);
+    for &b in bytes {
+        special |= (b == b'"') | ((b | 1) == b'\'') | ((b | 2) == b'>');
+        control |= ((b < 0x20) & (b.wrapping_sub(b'\t') >= 2) & (b != b'\r')) | (b == 0x7f);
+        all |= b;
     }
     (u8::from(special) * SPECIAL)
         | (u8::from(control) * CONTROL)
-        | (u8::from(non_ascii) * NON_ASCII)
+        | (u8::from(all >= 0x80) * NON_ASCII)
 }
 
 /// What is done to a class of unwanted characters.
@@ -181,6 +188,27 @@ pub(crate) fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_value_lands_in_its_class() {
+        let class = |b: u8| {
+            let special = matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+            let control = (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f;
+            (u8::from(special) * SPECIAL)
+                | (u8::from(control) * CONTROL)
+                | (u8::from(b >= 0x80) * NON_ASCII)
+        };
+        for a in 0..=u8::MAX {
+            assert_eq!(byte_classes(&[a]), class(a), "byte {a:#04x}");
+            for b in 0..=u8::MAX {
+                // Long enough for the vectorised body, the bytes at both ends.
+                let mut run = vec![b'x'; 40];
+                run[0] = a;
+                run[39] = b;
+                assert_eq!(byte_classes(&run), class(a) | class(b), "{a:#04x} {b:#04x}");
+            }
+        }
+    }
 
     const STRICT: CharRules = CharRules {
         control: CharPolicy::Reject,
