@@ -12,9 +12,35 @@ use crate::error::{GuardError, GuardErrorKind};
 #[derive(Clone, Debug)]
 pub(crate) enum Fields {
     /// The string values at these JSON Pointers.
-    Pointers(Vec<String>),
+    Pointers(Vec<Pointer>),
     /// Every string value (not object keys).
     AllStrings,
+}
+
+/// A JSON Pointer, as configured and as its unescaped reference tokens.
+#[derive(Clone, Debug)]
+pub(crate) struct Pointer {
+    text: String,
+    /// Each token, with the array index it names when it reads as one.
+    tokens: Vec<(String, Option<usize>)>,
+}
+
+impl Pointer {
+    pub(crate) fn new(text: &str) -> Self {
+        let tokens = text
+            .split('/')
+            .skip(1)
+            .map(|token| {
+                let token = token.replace("~1", "/").replace("~0", "~");
+                let index = token.parse::<usize>().ok();
+                (token, index)
+            })
+            .collect();
+        Self {
+            text: text.to_owned(),
+            tokens,
+        }
+    }
 }
 
 fn invalid(message: &'static str) -> GuardError {
@@ -58,9 +84,18 @@ pub(crate) fn sanitize(
     fields: &Fields,
     max_depth: usize,
 ) -> Result<Option<String>, GuardError> {
+    if passes_in_one_read(text, sanitizer, fields, max_depth) {
+        return Ok(None);
+    }
     if depth_exceeds(text, max_depth) {
         return Err(invalid("the JSON message is nested too deeply"));
     }
+    full(text, sanitizer, fields)
+}
+
+/// The whole document parsed, its user-text fields sanitized, and written out again when
+/// one changed.
+fn full(text: &str, sanitizer: &Sanitizer, fields: &Fields) -> Result<Option<String>, GuardError> {
     let Strict(mut document) = serde_json::from_str(text).map_err(|e| {
         if e.to_string().starts_with(DUPLICATE) {
             invalid("the JSON message has a duplicate key")
@@ -85,7 +120,7 @@ pub(crate) fn sanitize(
                     Some(_) => {
                         return Err(GuardError::new(
                             GuardErrorKind::InvalidMessage,
-                            format!("`{pointer}` must be a string"),
+                            format!("`{}` must be a string", pointer.text),
                         ));
                     }
                 }
@@ -104,25 +139,24 @@ const DUPLICATE: &str = "duplicate key";
 /// `/content`.
 fn field_mut<'a>(
     document: &'a mut Value,
-    pointer: &str,
+    pointer: &Pointer,
 ) -> Result<Option<&'a mut Value>, GuardError> {
     let mut current = document;
-    for token in pointer.split('/').skip(1) {
-        let token = token.replace("~1", "/").replace("~0", "~");
+    for (token, index) in &pointer.tokens {
         current = match current {
-            Value::Object(map) => match map.get_mut(&token) {
+            Value::Object(map) => match map.get_mut(token) {
                 Some(value) => value,
                 None => return Ok(None),
             },
-            Value::Array(items) => match token.parse::<usize>() {
-                Ok(index) => match items.get_mut(index) {
+            Value::Array(items) => match index {
+                Some(index) => match items.get_mut(*index) {
                     Some(value) => value,
                     None => return Ok(None),
                 },
-                Err(_) => {
+                None => {
                     return Err(GuardError::new(
                         GuardErrorKind::InvalidMessage,
-                        format!("an array where `{pointer}` expects an object"),
+                        format!("an array where `{}` expects an object", pointer.text),
                     ));
                 }
             },
@@ -130,6 +164,231 @@ fn field_mut<'a>(
         };
     }
     Ok(Some(current))
+}
+
+/// Whether `text` would come through [`sanitize`] unchanged and unrefused, decided in one
+/// read without building a [`Value`]: valid JSON without a duplicate key, whose user-text
+/// strings all pass the sanitizer as they are, with nothing at a pointer but a string or
+/// `null` and no array where a pointer names a key, nested no deeper than `max_depth`.
+/// Anything else, or an object of more than [`MAX_KEYS_IN_ONE_READ`] keys, answers
+/// `false`, and the full path decides (and words the error): this read only ever skips
+/// work. (serde_json's own recursion limit bounds it before the depth is known.)
+fn passes_in_one_read(
+    text: &str,
+    sanitizer: &Sanitizer,
+    fields: &Fields,
+    max_depth: usize,
+) -> bool {
+    let pointers = match fields {
+        Fields::Pointers(pointers) if pointers.len() > 64 => return false,
+        Fields::Pointers(pointers) => pointers.as_slice(),
+        Fields::AllStrings => &[],
+    };
+    let read = Read {
+        sanitizer,
+        all_strings: matches!(fields, Fields::AllStrings),
+        pointers,
+        max_depth,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let node = Node {
+        read: &read,
+        depth: 0,
+        watched: mask_of(pointers.len()),
+    };
+    de::DeserializeSeed::deserialize(node, &mut deserializer).is_ok() && deserializer.end().is_ok()
+}
+
+/// Objects with more keys than this are left to the full path, which finds duplicates in
+/// a map: the one read compares each key with the ones before it.
+const MAX_KEYS_IN_ONE_READ: usize = 32;
+
+/// The bits of the first `n` pointers.
+fn mask_of(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+}
+
+/// What the one read checks against.
+struct Read<'a> {
+    sanitizer: &'a Sanitizer,
+    all_strings: bool,
+    pointers: &'a [Pointer],
+    max_depth: usize,
+}
+
+/// One value in the one read: `depth` tokens from the root, on the path of the pointers
+/// whose bits are set in `watched`.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    read: &'a Read<'a>,
+    depth: usize,
+    watched: u64,
+}
+
+/// Why the one read stopped: the full path decides.
+const UNDECIDED: &str = "undecided";
+
+impl Node<'_> {
+    /// Whether a watched pointer ends at this value.
+    fn is_target(&self) -> bool {
+        self.pointers()
+            .any(|pointer| pointer.tokens.len() == self.depth)
+    }
+
+    fn pointers(&self) -> impl Iterator<Item = &Pointer> + '_ {
+        self.read
+            .pointers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.watched & (1 << i) != 0)
+            .map(|(_, pointer)| pointer)
+    }
+
+    /// The child reached by `matches` on the token at this depth.
+    fn child(&self, matches: impl Fn(&(String, Option<usize>)) -> bool) -> Self {
+        let mut watched = 0;
+        for (i, pointer) in self.read.pointers.iter().enumerate() {
+            if self.watched & (1 << i) != 0 && pointer.tokens.get(self.depth).is_some_and(&matches)
+            {
+                watched |= 1 << i;
+            }
+        }
+        Self {
+            read: self.read,
+            depth: self.depth + 1,
+            watched,
+        }
+    }
+
+    /// An array or object here is nested `depth + 1` deep.
+    fn container<E: de::Error>(self) -> Result<(), E> {
+        if self.depth >= self.read.max_depth {
+            return Err(E::custom(UNDECIDED));
+        }
+        Ok(())
+    }
+
+    fn scalar<E: de::Error>(self) -> Result<(), E> {
+        if self.is_target() {
+            return Err(E::custom(UNDECIDED));
+        }
+        Ok(())
+    }
+
+    fn string<E: de::Error>(self, text: &str) -> Result<(), E> {
+        if (self.read.all_strings || self.is_target())
+            && !matches!(self.read.sanitizer.text(text), Ok(None))
+        {
+            return Err(E::custom(UNDECIDED));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.scalar()
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        // `null` at a pointer is no text.
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        self.string(text)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.container()?;
+        // An array at a pointer's end is not a string; one where a pointer names a key is
+        // refused by the full path.
+        let keyed = self.pointers().any(|pointer| {
+            pointer
+                .tokens
+                .get(self.depth)
+                .is_none_or(|(_, index)| index.is_none())
+        });
+        if keyed {
+            return Err(de::Error::custom(UNDECIDED));
+        }
+        let mut index = 0;
+        while seq
+            .next_element_seed(self.child(|(_, at)| *at == Some(index)))?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.container()?;
+        if self.is_target() {
+            return Err(de::Error::custom(UNDECIDED));
+        }
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if keys.len() == MAX_KEYS_IN_ONE_READ || keys.contains(&key) {
+                return Err(de::Error::custom(UNDECIDED));
+            }
+            map.next_value_seed(self.child(|(token, _)| *token == *key.0))?;
+            keys.push(key);
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+#[derive(PartialEq)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 /// A JSON value parsed with duplicate keys refused: with them, which value a consumer sees
@@ -216,6 +475,85 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sanitize::SanitizeConfig;
+
+    #[test]
+    fn the_one_read_passes_only_what_the_full_path_passes_unchanged() {
+        let sanitizer = SanitizeConfig::default().build().unwrap();
+        let pointers =
+            |list: &[&str]| Fields::Pointers(list.iter().map(|p| Pointer::new(p)).collect());
+        let configs = [
+            pointers(&["/content"]),
+            pointers(&["/content", "/meta/title", "/list/1", "/a~1b", "/t~0"]),
+            pointers(&[""]),
+            Fields::AllStrings,
+        ];
+        let inputs = [
+            r#"{"type":"send_message","room":"lobby","content":"hello"}"#,
+            r#"{"content":"<b>hi</b>"}"#,
+            r#"{"content":null}"#,
+            r#"{"content":5}"#,
+            r#"{"content":{"x":"y"}}"#,
+            r#"{"content":["a"]}"#,
+            r#"{"content":"a","content":"b"}"#,
+            r#"{"content":"a","\u0063ontent":"b"}"#,
+            r#"{"cont\u0065nt":"\u003cscript\u003e"}"#,
+            r#"{"content":"caf\u00e9 \"quoted\""}"#,
+            r#"{"content":"ok"} trailing"#,
+            r#"{"content":"ok""#,
+            r#"["send_message","lobby","<img src=x onerror=alert(1)>"]"#,
+            r#"{"meta":{"title":"fine","title":"dup"}}"#,
+            r#"{"meta":{"title":"<i>x</i>"}}"#,
+            r#"{"meta":["title"]}"#,
+            r#"{"meta":"a string"}"#,
+            r#"{"list":["zero","one",2]}"#,
+            r#"{"list":["zero","<one>"]}"#,
+            r#"{"list":{"1":"keyed"}}"#,
+            r#"{"list":{"1":"<keyed>"}}"#,
+            r#"{"a/b":"<slash>","t~":"ok"}"#,
+            r#"{"t~":"<tilde>"}"#,
+            r#"{"other":"<not user text>","n":[1,2.5,-3,1e400,true,false,null]}"#,
+            r#""<a top-level string>""#,
+            r#""plain""#,
+            r#"42"#,
+            r#"{"content":"x\u0000y"}"#,
+            r#"{"content":"\u202eevil"}"#,
+            r#"{"content":"   "}"#,
+            r#"{"deep":{"deeper":{"deepest":["<x>"]}}}"#,
+            r#"{"deep":{"deeper":{"deepest":"at the limit"}}}"#,
+            r#"{"deep":{"deeper":{"deepest":[]}}}"#,
+        ];
+        let mut many = String::from("{");
+        for i in 0..40 {
+            many.push_str(&format!("\"k{i}\":\"v\","));
+        }
+        many.push_str("\"content\":\"ok\"}");
+        let mut one_read = 0;
+        for fields in &configs {
+            for input in inputs.iter().copied().chain([many.as_str()]) {
+                let passes = passes_in_one_read(input, &sanitizer, fields, 3);
+                let full = if depth_exceeds(input, 3) {
+                    Err(invalid("the JSON message is nested too deeply"))
+                } else {
+                    full(input, &sanitizer, fields)
+                };
+                if passes {
+                    one_read += 1;
+                    assert!(
+                        matches!(full, Ok(None)),
+                        "{input} under {fields:?}: {full:?}"
+                    );
+                } else if matches!(full, Ok(None)) {
+                    // Left to the full path although it passes: only the key cap may do that.
+                    assert_eq!(input, many, "{input} under {fields:?}");
+                }
+            }
+        }
+        assert!(
+            one_read >= 20,
+            "the one read decides the common cases ({one_read})"
+        );
+    }
 
     #[test]
     fn depth_is_counted_outside_strings() {

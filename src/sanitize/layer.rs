@@ -5,7 +5,7 @@ use serde::Deserialize;
 use tower_layer::Layer;
 
 use super::html::{Allowlist, FORBIDDEN_TAGS, Html};
-use super::json::Fields;
+use super::json::{Fields, Pointer};
 use super::sanitizer::{BinaryPolicy, Format, Mode, Sanitizer};
 use super::service::Sanitize;
 use super::text::{CharPolicy, CharRules};
@@ -210,7 +210,7 @@ impl SanitizeConfig {
         SanitizeLayer::from_config(self).map(|_| ())
     }
 
-    fn build(&self) -> Result<Sanitizer, ConfigError> {
+    pub(super) fn build(&self) -> Result<Sanitizer, ConfigError> {
         if self.max_bytes == 0 {
             return Err(ConfigError::invalid(
                 "sanitize.max_bytes",
@@ -234,7 +234,9 @@ impl SanitizeConfig {
                 }
                 let fields = match (self.json_all_strings, self.json_fields.is_empty()) {
                     (true, true) => Fields::AllStrings,
-                    (false, false) => Fields::Pointers(self.json_fields.clone()),
+                    (false, false) => {
+                        Fields::Pointers(self.json_fields.iter().map(|p| Pointer::new(p)).collect())
+                    }
                     (true, false) => {
                         return Err(ConfigError::invalid(
                             "sanitize.json_fields",
