@@ -55,6 +55,14 @@ fuzz_target!(|data: &[u8]| {
                 for s in strings {
                     assert!(!s.contains(['<', '>']), "markup in {s:?} from {text:?}");
                 }
+            } else {
+                // The fields are what an application reads: no markup there, whether the
+                // message was passed as it came or written out again.
+                for pointer in ["/content", "/meta/title"] {
+                    if let Some(serde_json::Value::String(s)) = value.pointer(pointer) {
+                        assert!(!s.contains(['<', '>']), "markup at {pointer} from {text:?}");
+                    }
+                }
             }
         }
         Err(error) => common::documented(&error),
