@@ -43,6 +43,7 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 const USAGE: &str = "\
 usage: load [--connections N] [--messages M] [--sizes B,B..] [--rounds R] [--idle N]
             [--only throughput|memory] [--limit SECONDS] [--read-buffer BYTES]
+            [--format text|json]
 
 Runs the example server's /echo (JWT auth, rate limit, sanitize: the guards of /ws) and a
 bare axum echo server, each in a child process on 127.0.0.1, and reports for each:
@@ -61,7 +62,10 @@ bare axum echo server, each in a child process on 127.0.0.1, and reports for eac
   --limit SECONDS   give up on any phase after this long (default 300)
   --read-buffer BYTES
                     both servers' read buffer per connection (default 8192, the example
-                    server's; 131072 is axum's own default)";
+                    server's; 131072 is axum's own default)
+  --format FORMAT   `text` (default): the messages are chat text and the sanitizer reads
+                    them whole; `json`: they are the chat protocol's send_message and the
+                    sanitizer reads /content, as the example's development config does";
 
 /// The guarded server's config: the example's guards with limits too high to refuse.
 const LOAD_CONFIG: &str = r#"
@@ -98,6 +102,7 @@ struct Args {
     only: Option<String>,
     limit: Duration,
     read_buffer: usize,
+    json: bool,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -110,6 +115,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
         only: None,
         limit: Duration::from_secs(300),
         read_buffer: app::READ_BUFFER_BYTES,
+        json: false,
     };
     let mut it = args;
     let number = |value: Option<String>, name: &str, max: usize| -> Result<usize, String> {
@@ -141,6 +147,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--format" => match it.next().as_deref() {
+                Some("text") => parsed.json = false,
+                Some("json") => parsed.json = true,
+                _ => return Err("--format takes `text` or `json`".to_owned()),
+            },
             "--only" => match it.next().as_deref() {
                 Some(phase @ ("throughput" | "memory")) => parsed.only = Some(phase.to_owned()),
                 _ => return Err("--only takes `throughput` or `memory`".to_owned()),
@@ -260,6 +271,10 @@ fn bare() -> Router {
 /// The example server's `/echo`, on [`LOAD_CONFIG`] and the secret in `LOAD_SECRET`.
 fn guarded() -> Router {
     let mut guard = GuardConfig::from_toml(LOAD_CONFIG).expect("the load config is valid");
+    if std::env::var("LOAD_FORMAT").as_deref() == Ok("json") {
+        guard.sanitize.format = tower_ws_guard::sanitize::MessageFormat::Json;
+        guard.sanitize.json_fields = vec!["/content".to_owned()];
+    }
     let secret = std::env::var("LOAD_SECRET").expect("LOAD_SECRET is set by the harness");
     guard.jwt.secret = Some(Secret::new(secret));
     let settings = app::Settings {
@@ -300,6 +315,7 @@ impl Server {
         let mut child = command
             .env("LOAD_SECRET", secret)
             .env("LOAD_READ_BUFFER", args.read_buffer.to_string())
+            .env("LOAD_FORMAT", if args.json { "json" } else { "text" })
             .env("RUST_LOG", "off")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -442,7 +458,7 @@ async fn throughput(
     size: usize,
 ) -> Result<Run, String> {
     let clients = open(addr, keys, args.connections).await?;
-    let text = text_of(size);
+    let text = message_of(size, args.json);
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -460,10 +476,19 @@ async fn throughput(
     })
 }
 
-/// Chat-like clean text of `size` bytes: nothing any guard changes.
-fn text_of(size: usize) -> String {
+/// A clean chat message of `size` bytes (nothing any guard changes): text, or the chat
+/// protocol's `send_message` with the text as its `content`.
+fn message_of(size: usize, json: bool) -> String {
     const WORDS: &str = "the quick brown fox jumps over the lazy dog while the chat rolls on ";
-    WORDS.chars().cycle().take(size).collect()
+    let words = |n: usize| WORDS.chars().cycle().take(n.max(1)).collect::<String>();
+    if !json {
+        return words(size);
+    }
+    const FRAME: &str = r#"{"type":"send_message","room":"lobby","content":""}"#;
+    format!(
+        r#"{{"type":"send_message","room":"lobby","content":"{}"}}"#,
+        words(size.saturating_sub(FRAME.len()))
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -534,7 +559,8 @@ fn report_throughput(
     guarded: &mut Server,
 ) -> Result<(), String> {
     println!(
-        "\nthroughput: {size} B text, {} connections x {} messages, {} rounds",
+        "\nthroughput: {size} B {}, {} connections x {} messages, {} rounds",
+        if args.json { "JSON" } else { "text" },
         args.connections, args.messages, args.rounds
     );
     let within = |future| {
