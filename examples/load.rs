@@ -561,7 +561,9 @@ fn report_throughput(
     println!(
         "\nthroughput: {size} B {}, {} connections x {} messages, {} rounds",
         if args.json { "JSON" } else { "text" },
-        args.connections, args.messages, args.rounds
+        args.connections,
+        args.messages,
+        args.rounds
     );
     let within = |future| {
         runtime

@@ -325,14 +325,16 @@ impl Connection {
         loop {
             // Registered before reading, so that no change between the two is missed.
             let changed = self.inner.changed.notified();
-            let (at, clock) = match self.deadline() {
-                None => {
-                    changed.await;
-                    continue;
-                }
+            // The moment only: the rejection stays in the connection until it is due (and
+            // nothing of it is held while waiting).
+            let moment = match self.deadline() {
+                None => None,
                 Some(current) if current.passed() => return current.error,
-                // The moment only: the rejection stays in the connection until it is due.
-                Some(current) => (current.at, current.clock),
+                Some(current) => Some((current.at, current.clock)),
+            };
+            let Some((at, clock)) = moment else {
+                changed.await;
+                continue;
             };
             // Armed once per deadline, so a connection without one holds no timer.
             let mut passed = clock.sleep(at);

@@ -34,7 +34,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::connection::{Connection, Deadline, WsRequest, WsResponse};
+use crate::connection::{Connection, WsRequest, WsResponse};
 use crate::error::{BoxError, Disposition, GuardError};
 use crate::message::{CloseFrame, Message, close_code};
 
@@ -171,51 +171,43 @@ impl<S, O> Driver<S, O> {
             // One timer for the connection's life, polled both while waiting for traffic and while
             // sending: an idle connection holds a single one.
             let mut expiry = std::pin::pin!(connection.deadline_passed());
-            // A connection refused as it opened (its deadline passed already) reads nothing.
+            // A connection refused as it opened (its deadline passed already) reads nothing:
+            // only the deadline is polled, and it answers at once.
             let refused = connection
                 .deadline()
-                .filter(Deadline::passed)
-                .map(|refused| End::Close(refused.error().to_close_frame()));
-            let disconnect = 'run: {
-                if let Some(close) = refused
-                    && let Some(disconnect) =
-                        Box::pin(finish(&mut socket, close, limits.close)).await
-                {
-                    break 'run disconnect;
-                }
-                loop {
-                    let step = tokio::select! {
-                        error = expiry.as_mut() => {
-                            tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
-                            Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
-                        }
-                        item = socket.next() => {
-                            match classify(item) {
-                                Inbound::Message(message) => {
-                                    let request = WsRequest::new(message, connection.clone());
-                                    Box::pin(async {
-                                        let reply = dispatch(&mut service, request, &connection).await;
-                                        send_reply(&mut socket, reply, limits, expiry.as_mut()).await
-                                    })
-                                    .await
-                                }
-                                Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
-                            }
-                        }
-                        Some(message) = outbound.next() => {
-                            let reply = match message {
-                                Message::Close(frame) => Reply {
-                                    messages: Vec::new(),
-                                    close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
-                                },
-                                message => Reply { messages: vec![message], close: None },
-                            };
-                            Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
-                        }
-                    };
-                    if let Some(disconnect) = step {
-                        break 'run disconnect;
+                .is_some_and(|deadline| deadline.passed());
+            let disconnect = loop {
+                let step = tokio::select! {
+                    error = expiry.as_mut() => {
+                        tracing::debug!(connection = %connection.id(), code = error.code(), "deadline reached");
+                        Box::pin(finish(&mut socket, End::Close(error.to_close_frame()), limits.close)).await
                     }
+                    item = socket.next(), if !refused => {
+                        match classify(item) {
+                            Inbound::Message(message) => {
+                                let request = WsRequest::new(message, connection.clone());
+                                Box::pin(async {
+                                    let reply = dispatch(&mut service, request, &connection).await;
+                                    send_reply(&mut socket, reply, limits, expiry.as_mut()).await
+                                })
+                                .await
+                            }
+                            Inbound::End(step) => Box::pin(finish(&mut socket, step, limits.close)).await,
+                        }
+                    }
+                    Some(message) = outbound.next(), if !refused => {
+                        let reply = match message {
+                            Message::Close(frame) => Reply {
+                                messages: Vec::new(),
+                                close: Some(frame.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""))),
+                            },
+                            message => Reply { messages: vec![message], close: None },
+                        };
+                        Box::pin(send_reply(&mut socket, reply, limits, expiry.as_mut())).await
+                    }
+                };
+                if let Some(disconnect) = step {
+                    break disconnect;
                 }
             };
             tracing::debug!(connection = %connection.id(), ?disconnect, "connection ended");
