@@ -373,6 +373,40 @@ async fn the_policy_can_drop_silently_or_close_at_once() {
     );
 }
 
+#[tokio::test]
+async fn without_the_handshake_face_a_later_identity_is_counted_at_its_first_message() {
+    let harness = Harness::new(|c| c.handshake.max_connections_per_user = 2);
+    // Connections with no permit: the limiter's handshake face never ran for them.
+    let late = |harness: &Harness| {
+        let client = harness.connect(None);
+        client
+            .connection
+            .set_identity(Identity::new("alice"))
+            .unwrap();
+        client
+    };
+    let mut first = late(&harness);
+    let mut second = late(&harness);
+    assert!(first.text("one").await.unwrap());
+    assert!(second.text("two").await.unwrap());
+    assert!(
+        first.text("again").await.unwrap(),
+        "counted once, not per message"
+    );
+    let mut third = late(&harness);
+    let refused = third.text("three").await.unwrap_err();
+    assert_eq!(
+        (refused.to_close_frame().code, refused.message()),
+        (4429, "too many open connections")
+    );
+    drop(first);
+    let mut fourth = late(&harness);
+    assert!(
+        fourth.text("four").await.unwrap(),
+        "a closed connection gives its place back"
+    );
+}
+
 mod handshake {
     use super::*;
 

@@ -354,14 +354,10 @@ impl<S> MessageRateLimit<S> {
         }
         let key = identity.user_key();
         let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.per_user.entry(key.clone()).or_default();
-        if *count >= shared.max_per_user {
+        if !shared.count_user(&mut open, &key) {
             drop(open);
-            shared.counters.closed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(connection = %request.connection().id(), user = %identity.subject, "too many open connections");
-            return Err(too_many_open_connections());
+            return Err(shared.refuse_user(identity));
         }
-        *count += 1;
         drop(open);
         self.connection.user_permit = Some(ConnectionPermit(Arc::new(PermitInner {
             open: shared.open.clone(),
@@ -537,23 +533,34 @@ impl Admit for AdmitUser {
         if self.permit.counts_a_user() {
             return Ok(());
         }
-        let count = open.per_user.get(&key).copied().unwrap_or(0);
-        if count >= shared.max_per_user {
+        if !shared.count_user(&mut open, &key) {
             drop(open);
-            shared.counters.closed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(user = %identity.subject, "too many open connections");
-            return Err(too_many_open_connections());
+            return Err(shared.refuse_user(identity));
         }
-        *open.per_user.entry(key.clone()).or_default() += 1;
         // Under the lock, so the permit's drop takes back exactly what was counted.
         let _ = self.permit.0.user.set(key);
         Ok(())
     }
 }
 
-/// The rejection of a user's connection over the cap, once the connection is open.
-fn too_many_open_connections() -> GuardError {
-    GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing()
+impl Shared {
+    /// Counts one more open connection of the user `key` (the caller holds the `open`
+    /// lock), or counts nothing and answers `false` at the cap.
+    fn count_user(&self, open: &mut OpenConnections, key: &Arc<str>) -> bool {
+        if open.per_user.get(key).copied().unwrap_or(0) >= self.max_per_user {
+            return false;
+        }
+        *open.per_user.entry(key.clone()).or_default() += 1;
+        true
+    }
+
+    /// The rejection of a user over the cap whose connection is open already (4429),
+    /// counted and logged.
+    fn refuse_user(&self, identity: &Identity) -> GuardError {
+        self.counters.closed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(user = %identity.subject, "too many open connections");
+        GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing()
+    }
 }
 
 /// The peer address the integration recorded: the crate's [`PeerAddr`], or axum's
