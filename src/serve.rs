@@ -554,3 +554,120 @@ impl<T, S> GuardedSocket<T, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::connection::Deadline;
+    use crate::error::GuardErrorKind;
+
+    /// A socket whose inbound messages are all there at once (so the first poll for one
+    /// always finds it) and that ends after them; it keeps what is sent to it.
+    struct Queued {
+        inbound: VecDeque<Message>,
+        sent: Vec<Message>,
+    }
+
+    #[derive(Debug)]
+    struct Never;
+
+    impl fmt::Display for Never {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("never")
+        }
+    }
+
+    impl std::error::Error for Never {}
+
+    impl TransportError for Never {
+        fn kind(&self) -> TransportErrorKind {
+            TransportErrorKind::Closed
+        }
+    }
+
+    impl Stream for Queued {
+        type Item = Result<Message, Never>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.inbound.pop_front().map(Ok))
+        }
+    }
+
+    impl Sink<Message> for Queued {
+        type Error = Never;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Never>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), Never> {
+            self.sent.push(message);
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Never>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Never>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn refused_connection() -> (Queued, Connection) {
+        let socket = Queued {
+            inbound: ["one", "two", "three"].map(Message::text).into(),
+            sent: Vec::new(),
+        };
+        let mut extensions = http::Extensions::new();
+        let refused =
+            GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing();
+        extensions.insert(Deadline::after(
+            &crate::Clock::system(),
+            Duration::ZERO,
+            refused,
+        ));
+        (socket, Connection::new(None, extensions))
+    }
+
+    fn refused_frame() -> Message {
+        Message::Close(Some(CloseFrame::new(4429, "too many open connections")))
+    }
+
+    /// Each run of a select picks its first branch at random: many connections make sure
+    /// that the refusal never depends on that pick.
+    const RUNS: usize = 32;
+
+    #[tokio::test]
+    async fn the_driver_reads_nothing_from_a_connection_refused_as_it_opened() {
+        for _ in 0..RUNS {
+            let (mut socket, connection) = refused_connection();
+            let reached = Arc::new(Mutex::new(0));
+            let counter = reached.clone();
+            let service = tower::service_fn(move |_: WsRequest| {
+                *counter.lock().unwrap() += 1;
+                std::future::ready(Ok::<_, Infallible>(WsResponse::empty()))
+            });
+            Driver::new(service).run(&mut socket, connection).await;
+            assert_eq!(*reached.lock().unwrap(), 0, "nothing it sent was read");
+            assert_eq!(socket.sent, [refused_frame()]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_loop_reads_nothing_from_a_connection_refused_as_it_opened() {
+        for _ in 0..RUNS {
+            let (mut socket, connection) = refused_connection();
+            let mut guarded = GuardedSocket::new(
+                &mut socket,
+                connection,
+                &tower::layer::util::Identity::new(),
+            );
+            assert_eq!(guarded.recv().await, None, "nothing it sent was read");
+            drop(guarded);
+            assert_eq!(socket.sent, [refused_frame()]);
+        }
+    }
+}

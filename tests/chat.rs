@@ -31,6 +31,10 @@ impl Server {
     }
 
     async fn start_with(change: impl FnOnce(&mut GuardConfig)) -> Self {
+        Self::launch(change, app::READ_BUFFER_BYTES).await
+    }
+
+    async fn launch(change: impl FnOnce(&mut GuardConfig), read_buffer: usize) -> Self {
         let clock = Clock::manual(SystemTime::now());
         let mut guard = GuardConfig::from_toml(app::DEV_CONFIG).unwrap();
         guard.jwt.secret = Some(Secret::new(SECRET));
@@ -40,7 +44,7 @@ impl Server {
             dev_tokens: true,
             clock: clock.clone(),
             echo: true,
-            read_buffer: app::READ_BUFFER_BYTES,
+            read_buffer,
         };
         let (router, chat) = app::app(settings).unwrap();
         Self {
@@ -703,6 +707,19 @@ async fn echo_sends_back_what_the_guards_pass_and_nothing_else() {
         0,
         "echo clients are not chat members"
     );
+}
+
+#[tokio::test]
+async fn messages_far_longer_than_the_read_buffer_arrive_whole() {
+    let server = Server::launch(|_| {}, 64).await;
+    let bearer = format!("Bearer {}", server.token("reader", 3600));
+    let (mut client, _) = connect(server.addr, "/echo", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    // Just under the sanitizer's 64 KiB, in two-byte characters: a thousand reads of 64 B.
+    let content = "é".repeat(32_000);
+    send_json(&mut client, json!({"content": content})).await;
+    assert_eq!(next_json(&mut client).await, json!({"content": content}));
 }
 
 #[tokio::test]

@@ -366,12 +366,19 @@ async fn a_connection_without_identity_is_closed_with_4401_and_never_reaches_the
 
 #[tokio::test]
 async fn a_connection_whose_deadline_passed_as_it_opened_reads_nothing() {
+    for read_loop in [false, true] {
+        refused_as_it_opened(read_loop).await;
+    }
+}
+
+/// Runs a connection refused as it opened, by the driver or in a read loop over a
+/// `GuardedSocket`, with the client's messages already waiting on its socket.
+async fn refused_as_it_opened(read_loop: bool) {
     use tower_ws_guard::{Deadline, GuardError, GuardErrorKind};
-    let reached = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(tokio::sync::Notify::new());
-    let (counter, wait) = (reached.clone(), sent.clone());
-    let (addr, _) = server(1 << 16, move |socket, _| {
-        let (counter, wait) = (counter.clone(), wait.clone());
+    let wait = sent.clone();
+    let (addr, mut seen) = server(1 << 16, move |socket, _| {
+        let wait = wait.clone();
         async move {
             // What a layer refusing the connection as it opened leaves (a rate limiter
             // outside authentication, over a user's cap).
@@ -379,15 +386,24 @@ async fn a_connection_whose_deadline_passed_as_it_opened_reads_nothing() {
             let refused =
                 GuardError::new(GuardErrorKind::RateLimited, "too many open connections").closing();
             extensions.insert(Deadline::after(&Clock::system(), Duration::ZERO, refused));
-            let service = service_fn(move |_: WsRequest| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { Ok::<_, Infallible>(WsResponse::empty()) }
-            });
-            // The client's messages are waiting on the socket when the driver starts.
+            let connection = Connection::new(None, extensions);
             wait.notified().await;
-            Driver::new(service)
-                .run(socket, Connection::new(None, extensions))
-                .await
+            let reached = Arc::new(AtomicUsize::new(0));
+            if read_loop {
+                let mut socket =
+                    GuardedSocket::new(socket, connection, &tower::layer::util::Identity::new());
+                while socket.recv().await.is_some() {
+                    reached.fetch_add(1, Ordering::SeqCst);
+                }
+            } else {
+                let counter = reached.clone();
+                let service = service_fn(move |_: WsRequest| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, Infallible>(WsResponse::empty()) }
+                });
+                Driver::new(service).run(socket, connection).await;
+            }
+            reached.load(Ordering::SeqCst)
         }
     })
     .await;
@@ -398,12 +414,14 @@ async fn a_connection_whose_deadline_passed_as_it_opened_reads_nothing() {
     sent.notify_one();
     assert_eq!(
         closed(&mut client).await,
-        (4429, "too many open connections".to_owned())
+        (4429, "too many open connections".to_owned()),
+        "read loop: {read_loop}"
     );
+    let reached = tokio::time::timeout(PATIENCE, seen.recv()).await.unwrap();
     assert_eq!(
-        reached.load(Ordering::SeqCst),
-        0,
-        "nothing it sent was read"
+        reached,
+        Some(0),
+        "read loop: {read_loop}: nothing it sent was read"
     );
 }
 
